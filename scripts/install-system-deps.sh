@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the kernel suite and the demo need: QEMU (software emulation),
+# Debian's kernel (it has L2TP; the host kernel may not), iproute2 and ping for the guest.
+# Idempotent and quiet when everything is already present.
+set -euo pipefail
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+ls /boot/vmlinuz-*-amd64 >/dev/null 2>&1 || need+=(linux-image-amd64)
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v modprobe >/dev/null || need+=(kmod)
+command -v busybox >/dev/null || need+=(busybox-static)
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
