@@ -148,4 +148,6 @@ class KernelError(Exception):
         self.errno = errno
         self.outcome = outcome
         self.detail = detail
-        super().__init__(f"{operation}: {outcome.value} (errno {errno}){': ' + detail if detail else ''}")
+        super().__init__(
+            f"{operation}: {outcome.value} (errno {errno}){': ' + detail if detail else ''}"
+        )

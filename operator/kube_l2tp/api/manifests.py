@@ -1,0 +1,72 @@
+"""Reading manifests: multi-document YAML or JSON files, or whole directories of them.
+
+Pure apart from reading files; returns documents with where they came from, so that every
+problem can name its file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str  # "examples/site-a.yaml" (with "#N" for the N-th document of several)
+    body: Any
+
+
+class ManifestError(Exception):
+    """A file that cannot be read or parsed; the message names the file and the line."""
+
+
+def files_in(paths: Iterable[Path]) -> list[Path]:
+    """The given files, and every manifest file in the given directories, in a stable order."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file()))
+        elif path.exists():
+            out.append(path)
+        else:
+            raise ManifestError(f"{path}: no such file or directory")
+    return out
+
+
+def parse(text: str, source: str) -> list[Document]:
+    """Documents in ``text``; a ``kind: List`` (kubectl get -o yaml) is flattened."""
+    try:
+        if source.endswith(".json"):
+            loaded = json.loads(text)
+            bodies = loaded if isinstance(loaded, list) else [loaded]
+        else:
+            bodies = [b for b in yaml.safe_load_all(text) if b is not None]
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{source}: not valid YAML/JSON: {exc}") from exc
+    flat: list[Any] = []
+    for body in bodies:
+        if isinstance(body, dict) and body.get("kind") == "List" and "items" in body:
+            flat.extend(body["items"])
+        else:
+            flat.append(body)
+    if len(flat) == 1:
+        return [Document(source, flat[0])]
+    return [Document(f"{source}#{i + 1}", body) for i, body in enumerate(flat)]
+
+
+def load(paths: Iterable[Path]) -> list[Document]:
+    docs: list[Document] = []
+    for path in files_in(paths):
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{path}: cannot read: {exc}") from exc
+        docs.extend(parse(text, str(path)))
+    return docs

@@ -1,0 +1,207 @@
+"""The resource model: typed, immutable views of validated L2TPTunnel and L2TPSession objects.
+
+Objects are built only from documents that passed the CRD's schema and rules (with defaults
+applied), so the constructors here trust types and bounds and do no checking of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kube_l2tp.api import overhead
+
+Encap = Literal["udp", "ip"]
+L2SpecType = Literal["default", "none"]
+Sequencing = Literal["none", "send", "recv", "both"]
+
+
+@dataclass(frozen=True)
+class Udp:
+    source_port: int
+    destination_port: int
+    checksum: bool = False
+    ipv6_checksum_tx: bool = True
+    ipv6_checksum_rx: bool = True
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    name: str
+    node: str
+    tunnel_id: int
+    peer_tunnel_id: int
+    local: str
+    remote: str
+    encapsulation: Encap = "udp"
+    udp: Udp | None = None
+    source: str = ""
+    generation: int = 0
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.local
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any], source: str = "") -> Tunnel:
+        spec = obj["spec"]
+        udp = spec.get("udp")
+        return cls(
+            name=obj["metadata"]["name"],
+            node=spec["nodeName"],
+            tunnel_id=spec["tunnelID"],
+            peer_tunnel_id=spec["peerTunnelID"],
+            local=spec["local"],
+            remote=spec["remote"],
+            encapsulation=spec.get("encapsulation", "udp"),
+            udp=Udp(
+                source_port=udp["sourcePort"],
+                destination_port=udp["destinationPort"],
+                checksum=udp.get("checksum", False),
+                ipv6_checksum_tx=udp.get("ipv6ChecksumTx", True),
+                ipv6_checksum_rx=udp.get("ipv6ChecksumRx", True),
+            )
+            if udp
+            else None,
+            source=source,
+            generation=obj["metadata"].get("generation", 0),
+        )
+
+
+@dataclass(frozen=True)
+class AddressSpec:
+    address: str  # as written: "198.51.100.1" or "198.51.100.1/32"
+    peer: str | None = None
+
+    @staticmethod
+    def with_prefix(addr: str) -> str:
+        """ip's rule: an address without a prefix length is a host address."""
+        if "/" in addr:
+            return addr
+        return addr + ("/128" if ":" in addr else "/32")
+
+
+@dataclass(frozen=True)
+class Bridge:
+    name: str
+    ports: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Vlan:
+    id: int
+    name: str | None = None
+    bridge: Bridge | None = None
+
+    def ifname(self, parent: str) -> str:
+        return self.name or f"{parent}.{self.id}"
+
+
+@dataclass(frozen=True)
+class Interface:
+    up: bool = True
+    mtu: int | None = None
+    addresses: tuple[AddressSpec, ...] = ()
+    bridge: Bridge | None = None
+    vlans: tuple[Vlan, ...] = ()
+
+
+def _bridge(raw: dict[str, Any] | None) -> Bridge | None:
+    if not raw:
+        return None
+    return Bridge(name=raw["name"], ports=tuple(raw.get("ports", ())))
+
+
+@dataclass(frozen=True)
+class Session:
+    name: str
+    tunnel_ref: str
+    session_id: int
+    peer_session_id: int
+    node: str | None = None
+    interface_name: str | None = None
+    cookie: str | None = None  # hex, as written
+    peer_cookie: str | None = None
+    l2spec_type: L2SpecType = "default"
+    sequencing: Sequencing = "none"
+    offset: int = 0
+    peer_offset: int = 0
+    interface: Interface = Interface()
+    source: str = ""
+    generation: int = 0
+
+    @property
+    def send_seq(self) -> bool:
+        return self.sequencing in ("send", "both")
+
+    @property
+    def recv_seq(self) -> bool:
+        return self.sequencing in ("recv", "both")
+
+    @property
+    def cookie_bytes(self) -> bytes:
+        return bytes.fromhex(self.cookie) if self.cookie else b""
+
+    @property
+    def peer_cookie_bytes(self) -> bytes:
+        return bytes.fromhex(self.peer_cookie) if self.peer_cookie else b""
+
+    def kernel_mtu(self, tunnel: Tunnel, underlay_mtu: int = overhead.DEFAULT_UNDERLAY_MTU) -> int:
+        """The MTU the kernel computes for this session's interface."""
+        return overhead.session_mtu(
+            ipv6=tunnel.ipv6,
+            udp=tunnel.encapsulation == "udp",
+            cookie_len=len(self.cookie_bytes),
+            l2spec_default=self.l2spec_type == "default",
+            underlay_mtu=underlay_mtu,
+        )
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any], source: str = "") -> Session:
+        spec = obj["spec"]
+        iface = spec.get("interface") or {}
+        return cls(
+            name=obj["metadata"]["name"],
+            tunnel_ref=spec["tunnelRef"],
+            session_id=spec["sessionID"],
+            peer_session_id=spec["peerSessionID"],
+            node=spec.get("nodeName"),
+            interface_name=spec.get("interfaceName"),
+            cookie=spec.get("cookie"),
+            peer_cookie=spec.get("peerCookie"),
+            l2spec_type=spec.get("l2specType", "default"),
+            sequencing=spec.get("sequencing", "none"),
+            offset=spec.get("offset", 0),
+            peer_offset=spec.get("peerOffset", 0),
+            interface=Interface(
+                up=iface.get("up", True),
+                mtu=iface.get("mtu"),
+                addresses=tuple(
+                    AddressSpec(a["address"], a.get("peer")) for a in iface.get("addresses", ())
+                ),
+                bridge=_bridge(iface.get("bridge")),
+                vlans=tuple(
+                    Vlan(v["id"], v.get("name"), _bridge(v.get("bridge")))
+                    for v in iface.get("vlans", ())
+                ),
+            ),
+            source=source,
+            generation=obj["metadata"].get("generation", 0),
+        )
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A consistent set of tunnels and sessions (from a directory, or from the API)."""
+
+    tunnels: tuple[Tunnel, ...] = ()
+    sessions: tuple[Session, ...] = ()
+
+    def tunnel(self, name: str) -> Tunnel | None:
+        return next((t for t in self.tunnels if t.name == name), None)
+
+    def for_node(self, node: str) -> Resources:
+        """The objects a node's agent programs: its tunnels and their sessions."""
+        tunnels = tuple(t for t in self.tunnels if t.node == node)
+        names = {t.name for t in tunnels}
+        return Resources(tunnels, tuple(s for s in self.sessions if s.tunnel_ref in names))

@@ -1,0 +1,200 @@
+"""Validate a custom resource the way the API server does, using the CRD itself.
+
+The steps mirror kube-apiserver: apply schema defaults, reject unknown fields (kubectl's default
+strict field validation), check the structural schema (types, bounds, enums, required; done by
+jsonschema), then run every x-kubernetes-validations CEL rule with ``self`` (and ``oldSelf`` on
+update) bound to its node. Rules run in a standard-CEL engine; the CRD uses no Kubernetes CEL
+extension, so the API server and this module evaluate the same language.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import cel
+import jsonschema
+
+from kube_l2tp.api.crd import Schema
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True)
+class Violation:
+    path: str  # "spec.udp.sourcePort"
+    message: str
+
+
+def default(schema: Schema, value: Any) -> Any:
+    """A copy of ``value`` with the schema's defaults filled in, as the API server stores it."""
+    value = copy.deepcopy(value)
+    _default(schema, value)
+    return value
+
+
+def _default(schema: Schema, value: Any) -> None:
+    if isinstance(value, dict) and schema.get("type") == "object":
+        for key, sub in schema.get("properties", {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                _default(sub, value[key])
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            _default(schema["items"], item)
+
+
+def validate(schema: Schema, value: Any, old: Any = _MISSING) -> list[Violation]:
+    """Every violation of ``schema`` by the already-defaulted ``value``.
+
+    A CEL rule runs only where its node's subtree passed the structural checks: a rule evaluated
+    on a value of the wrong shape would only add a misleading second error.
+    """
+    structural = [_violation(e) for e in _validator(json.dumps(schema)).iter_errors(value)]
+    broken = [v.path for v in structural]
+    return structural + list(_rules(schema, value, old, "", broken))
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+@lru_cache(maxsize=8)
+def _validator(schema_json: str) -> jsonschema.Draft4Validator:
+    return jsonschema.Draft4Validator(_json_schema(json.loads(schema_json)))
+
+
+def _json_schema(schema: Schema, top: bool = True) -> Schema:
+    """Structural OpenAPI v3 to JSON Schema draft 4. Unknown fields become errors (kubectl's
+    strict field validation); metadata is left to validate_metadata()."""
+    out = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+    for informative in ("default", "format", "description"):
+        out.pop(informative, None)
+    if "properties" in out:
+        out["properties"] = {
+            key: {} if (top and key == "metadata") else _json_schema(sub, top=False)
+            for key, sub in out["properties"].items()
+        }
+        out["additionalProperties"] = False
+    if "items" in out:
+        out["items"] = _json_schema(out["items"], top=False)
+    return out
+
+
+def _violation(error: jsonschema.ValidationError) -> Violation:
+    path = ""
+    for key in error.absolute_path:
+        path = _join(path, key)
+    value = error.instance
+    rule: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    props: dict[str, Any] = rule.get("properties", {})
+    match error.validator:
+        case "required":
+            missing = re.findall(r"'([^']+)' is a required property", error.message)
+            field = missing[0] if missing else ""
+            return Violation(_join(path, field), "required field is missing: set it")
+        case "additionalProperties":
+            extra = sorted(set(value) - set(props))
+            known = ", ".join(props)
+            return Violation(
+                _join(path, extra[0]) if extra else path,
+                f"unknown field: remove it (known fields here: {known})",
+            )
+        case "type":
+            return Violation(
+                path, f"must be of type {error.validator_value}, got {_type_name(value)} {value!r}"
+            )
+        case "enum":
+            choices = ", ".join(str(c) for c in error.validator_value)
+            return Violation(path, f"must be one of: {choices}; got {value!r}")
+        case "minimum" | "maximum":
+            low, high = rule.get("minimum"), rule.get("maximum")
+            return Violation(path, f"must be between {low} and {high}; got {value}")
+        case "maxLength":
+            return Violation(path, f"must be at most {error.validator_value} characters long")
+        case "minLength":
+            return Violation(path, "must not be empty")
+        case "maxItems":
+            return Violation(path, f"must have at most {error.validator_value} items")
+    return Violation(path, error.message)
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    names = {str: "string", int: "integer", float: "number", dict: "object", list: "array"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _under(path: str, broken: list[str]) -> bool:
+    """Whether a structural error lies at or below ``path``."""
+    if not path:
+        return bool(broken)
+    return any(b == path or b.startswith((path + ".", path + "[")) for b in broken)
+
+
+def _rules(
+    schema: Schema, value: Any, old: Any, path: str, broken: list[str]
+) -> Iterator[Violation]:
+    """Children before parents, each node's rules with self bound to it."""
+    if isinstance(value, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in value and not (path == "" and key == "metadata"):
+                sub_old = old.get(key, _MISSING) if isinstance(old, dict) else _MISSING
+                yield from _rules(sub, value[key], sub_old, _join(path, key), broken)
+    elif isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            yield from _rules(schema["items"], item, _MISSING, _join(path, index), broken)
+    if not _under(path, broken):
+        yield from _node_rules(schema, value, old, path)
+
+
+@lru_cache(maxsize=256)
+def _program(rule: str) -> Any:
+    return cel.compile(rule)
+
+
+def _node_rules(schema: Schema, value: Any, old: Any, path: str) -> Iterator[Violation]:
+    for rule in schema.get("x-kubernetes-validations", []):
+        text = rule["rule"]
+        transition = "oldSelf" in text
+        if transition and old is _MISSING:
+            continue  # transition rules run on update only, where both values exist
+        context: dict[str, Any] = {"self": value}
+        if transition:
+            context["oldSelf"] = old
+        try:
+            ok = _program(text).execute(context)
+        except Exception as exc:  # a rule that errors rejects the object, as in Kubernetes
+            yield Violation(path, f"{rule['message']} (rule error: {exc})")
+            continue
+        if ok is not True:
+            field_path = rule.get("fieldPath", "")
+            where = path + field_path if path else field_path.lstrip(".")
+            yield Violation(where, rule["message"])
+
+
+def validate_metadata(obj: dict[str, Any]) -> list[Violation]:
+    """The API server's checks on metadata.name of a cluster-scoped object."""
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        return [Violation("metadata.name", "required field is missing: give the object a name")]
+    if len(name) > 253 or not _NAME.match(name):
+        return [
+            Violation(
+                "metadata.name",
+                "must be a DNS subdomain: lower-case letters, digits, '-' and '.', starting"
+                " and ending with a letter or digit, at most 253 characters",
+            )
+        ]
+    return []

@@ -1,0 +1,368 @@
+"""Validation of a set of manifests: per object by the CRD, then across objects and peers.
+
+Three levels, each with a reason to exist:
+1. the CRD's own schema and CEL rules (api.schema), exactly what the API server enforces;
+2. rules across objects that no schema can see: references, ids and names unique per node,
+   local UDP ports, and, where both ends of a pseudowire are in the set, that they mirror each
+   other (the kernel cannot check this: unmanaged L2TP has no control protocol);
+3. warnings for configurations the kernel accepts but that do not do what was asked.
+The operator's admission webhook runs the same functions against the objects in the cluster.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kube_l2tp.api import crd, schema
+from kube_l2tp.api.manifests import Document
+from kube_l2tp.api.model import Resources, Session, Tunnel
+from kube_l2tp.api.problems import Problem, Severity
+
+ERROR, WARNING = Severity.ERROR, Severity.WARNING
+_KINDS = {crd.TUNNEL_KIND: crd.tunnel_crd, crd.SESSION_KIND: crd.session_crd}
+
+
+@dataclass(frozen=True)
+class Report:
+    resources: Resources
+    problems: tuple[Problem, ...]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is WARNING]
+
+
+def openapi_schema(kind: str) -> crd.Schema:
+    schema_: crd.Schema = _KINDS[kind]()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema_
+
+
+def check_object(
+    body: Any, source: str = "", old: dict[str, Any] | None = None
+) -> tuple[list[Problem], Tunnel | Session | None]:
+    """Level 1 for one object: problems, and the typed object when it is valid."""
+    if not isinstance(body, dict):
+        return [Problem(ERROR, "?", "", "", "not a Kubernetes object (a mapping)", source)], None
+    kind = str(body.get("kind", ""))
+    meta = body.get("metadata")
+    name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
+    api_version = body.get("apiVersion")
+    if kind not in _KINDS:
+        return [
+            Problem(
+                WARNING,
+                kind or "?",
+                name,
+                "kind",
+                "not an L2TPTunnel or L2TPSession: ignored",
+                source,
+            )
+        ], None
+    if api_version != crd.API_VERSION:
+        message = f"must be {crd.API_VERSION}; got {api_version!r}"
+        return [Problem(ERROR, kind, name, "apiVersion", message, source)], None
+    schema_ = openapi_schema(kind)
+    obj = schema.default(schema_, body)
+    old_obj = schema.default(schema_, old) if old is not None else schema._MISSING
+    violations = schema.validate_metadata(obj) + schema.validate(schema_, obj, old_obj)
+    problems = [Problem(ERROR, kind, name, v.path, v.message, source) for v in violations]
+    if problems:
+        return problems, None
+    if kind == crd.TUNNEL_KIND:
+        return [], Tunnel.from_object(obj, source)
+    return [], Session.from_object(obj, source)
+
+
+def check_documents(docs: Sequence[Document]) -> Report:
+    """All three levels over a set of documents (the files given to validate, or a directory)."""
+    problems: list[Problem] = []
+    tunnels: list[Tunnel] = []
+    sessions: list[Session] = []
+    seen: dict[tuple[str, str], str] = {}
+    for doc in docs:
+        found, obj = check_object(doc.body, doc.source)
+        problems.extend(found)
+        if obj is None:
+            continue
+        kind = crd.TUNNEL_KIND if isinstance(obj, Tunnel) else crd.SESSION_KIND
+        first = seen.setdefault((kind, obj.name), doc.source)
+        if first != doc.source:
+            message = f"duplicate object: {kind}/{obj.name} is also defined in {first}; rename one"
+            problems.append(Problem(ERROR, kind, obj.name, "metadata.name", message, doc.source))
+            continue
+        if isinstance(obj, Tunnel):
+            tunnels.append(obj)
+        else:
+            sessions.append(obj)
+    resources = Resources(tuple(tunnels), tuple(sessions))
+    problems.extend(check_set(resources))
+    return Report(resources, tuple(problems))
+
+
+def check_set(resources: Resources) -> list[Problem]:
+    """Levels 2 and 3 over objects that each passed level 1."""
+    problems: list[Problem] = []
+    problems += _references(resources)
+    for node, group in _by_node(resources).items():
+        problems += _unique_per_node(node, group)
+    problems += _peers(resources)
+    problems += _warnings(resources)
+    return problems
+
+
+def _t(tunnel: Tunnel, path: str, message: str, severity: Severity = ERROR) -> Problem:
+    return Problem(severity, crd.TUNNEL_KIND, tunnel.name, path, message, tunnel.source)
+
+
+def _s(session: Session, path: str, message: str, severity: Severity = ERROR) -> Problem:
+    return Problem(severity, crd.SESSION_KIND, session.name, path, message, session.source)
+
+
+def _references(res: Resources) -> Iterable[Problem]:
+    for s in res.sessions:
+        tunnel = res.tunnel(s.tunnel_ref)
+        if tunnel is None:
+            names = ", ".join(t.name for t in res.tunnels) or "none"
+            yield _s(
+                s,
+                "spec.tunnelRef",
+                f"no L2TPTunnel named {s.tunnel_ref!r} (tunnels here: {names}):"
+                " create it, or fix the name",
+            )
+        elif s.node is not None and s.node != tunnel.node:
+            yield _s(
+                s,
+                "spec.nodeName",
+                f"must equal the tunnel's nodeName {tunnel.node!r}; got {s.node!r}:"
+                " remove spec.nodeName (it is filled in from the tunnel) or fix it",
+            )
+
+
+def _by_node(res: Resources) -> dict[str, Resources]:
+    nodes = sorted({t.node for t in res.tunnels})
+    return {node: res.for_node(node) for node in nodes}
+
+
+def _unique_per_node(node: str, res: Resources) -> Iterable[Problem]:
+    where = f"on node {node!r}"
+    first_id: dict[int, Tunnel] = {}
+    first_port: dict[tuple[str, int], Tunnel] = {}
+    for t in res.tunnels:
+        other = first_id.setdefault(t.tunnel_id, t)
+        if other is not t:
+            yield _t(
+                t,
+                "spec.tunnelID",
+                f"tunnel id {t.tunnel_id} is already used by L2TPTunnel/{other.name} {where}:"
+                " tunnel ids must be unique per node",
+            )
+        if t.udp is not None:
+            key = (t.local, t.udp.source_port)
+            other = first_port.setdefault(key, t)
+            if other is not t:
+                yield _t(
+                    t,
+                    "spec.udp.sourcePort",
+                    f"{t.local} port {t.udp.source_port} is already used by"
+                    f" L2TPTunnel/{other.name} {where}: each UDP tunnel needs its own local"
+                    " address and source port",
+                )
+    tunnels = {t.name: t for t in res.tunnels}
+    per_tunnel: dict[tuple[str, int], Session] = {}
+    by_id: dict[int, list[Session]] = defaultdict(list)
+    for s in res.sessions:
+        other_s = per_tunnel.setdefault((s.tunnel_ref, s.session_id), s)
+        if other_s is not s:
+            yield _s(
+                s,
+                "spec.sessionID",
+                f"session id {s.session_id} is already used by L2TPSession/{other_s.name} in"
+                f" tunnel {s.tunnel_ref!r}: session ids must be unique per tunnel",
+            )
+        else:
+            by_id[s.session_id].append(s)
+    for sid, group in by_id.items():
+        ip_encap = [s for s in group if tunnels[s.tunnel_ref].encapsulation == "ip"]
+        if len(group) > 1 and ip_encap:
+            for s in group[1:]:
+                yield _s(
+                    s,
+                    "spec.sessionID",
+                    f"session id {sid} is also used by L2TPSession/{group[0].name} {where}, and"
+                    f" L2TPSession/{ip_encap[0].name} uses IP encapsulation, where the kernel"
+                    " identifies sessions by id alone: use a session id unique on the node",
+                )
+    yield from _interface_names(node, res)
+
+
+def _interface_names(node: str, res: Resources) -> Iterable[Problem]:
+    """Interface names the agent creates must be distinct; bridges may be shared."""
+    created: dict[str, tuple[str, Session]] = {}  # name -> (role, declaring session)
+    bridges: dict[str, Session] = {}
+    port_of: dict[str, tuple[str, Session]] = {}  # host port -> (bridge, session)
+
+    def claim(name: str, role: str, s: Session, path: str) -> Iterable[Problem]:
+        other = created.get(name)
+        if other is None:
+            created[name] = (role, s)
+        else:
+            yield _s(
+                s,
+                path,
+                f"interface name {name!r} is already used by L2TPSession/{other[1].name}"
+                f" ({other[0]}) on node {node!r}: interface names must be unique per node",
+            )
+
+    def bridge(b_name: str, ports: tuple[str, ...], s: Session, path: str) -> Iterable[Problem]:
+        bridges.setdefault(b_name, s)
+        for i, port in enumerate(ports):
+            other = port_of.setdefault(port, (b_name, s))
+            if other[0] != b_name:
+                yield _s(
+                    s,
+                    f"{path}.ports[{i}]",
+                    f"host port {port!r} is already a port of bridge {other[0]!r}"
+                    f" (L2TPSession/{other[1].name}): an interface can be in one bridge only",
+                )
+
+    for s in res.sessions:
+        iface = s.interface
+        if s.interface_name:
+            yield from claim(s.interface_name, "session interface", s, "spec.interfaceName")
+        if iface.bridge:
+            yield from bridge(iface.bridge.name, iface.bridge.ports, s, "spec.interface.bridge")
+        for i, vlan in enumerate(iface.vlans):
+            if vlan.name or s.interface_name:
+                vname = vlan.ifname(s.interface_name or "")
+                yield from claim(vname, "VLAN interface", s, f"spec.interface.vlans[{i}].name")
+            if vlan.bridge:
+                path = f"spec.interface.vlans[{i}].bridge"
+                yield from bridge(vlan.bridge.name, vlan.bridge.ports, s, path)
+    for b_name, s in bridges.items():
+        if b_name in created:
+            yield _s(
+                s,
+                "spec.interface.bridge.name",
+                f"bridge name {b_name!r} is also a session or VLAN interface name on node"
+                f" {node!r}: choose another bridge name",
+            )
+    for port, (b_name, s) in port_of.items():
+        if port in created or port in bridges:
+            yield _s(
+                s,
+                "spec.interface.bridge.ports",
+                f"host port {port!r} of bridge {b_name!r} is an interface the agent creates:"
+                " list only existing host interfaces as ports",
+            )
+
+
+def _peers(res: Resources) -> Iterable[Problem]:
+    """Where both ends are in the set, they must mirror each other or no frame gets through."""
+    index = {(t.tunnel_id, t.peer_tunnel_id, t.local, t.remote): t for t in res.tunnels}
+    for a in res.tunnels:
+        b = index.get((a.peer_tunnel_id, a.tunnel_id, a.remote, a.local))
+        if b is None or b is a:
+            continue
+        if a.encapsulation != b.encapsulation:
+            yield _t(
+                a,
+                "spec.encapsulation",
+                f"is {a.encapsulation} but the peer L2TPTunnel/{b.name} uses"
+                f" {b.encapsulation}: both ends must use the same encapsulation",
+            )
+            continue
+        if a.udp and b.udp:
+            if a.udp.destination_port != b.udp.source_port:
+                yield _t(
+                    a,
+                    "spec.udp.destinationPort",
+                    f"is {a.udp.destination_port} but the peer L2TPTunnel/{b.name} listens on"
+                    f" sourcePort {b.udp.source_port}: set destinationPort to"
+                    f" {b.udp.source_port}",
+                )
+            if a.ipv6 and not a.udp.ipv6_checksum_tx and b.udp.ipv6_checksum_rx:
+                yield _t(
+                    a,
+                    "spec.udp.ipv6ChecksumTx",
+                    f"is false, so this end sends zero UDP checksums, but the peer"
+                    f" L2TPTunnel/{b.name} has ipv6ChecksumRx true and drops such packets:"
+                    " set both to true, or the peer's ipv6ChecksumRx to false",
+                )
+        yield from _session_pairs(res, a, b)
+
+
+def _session_pairs(res: Resources, a: Tunnel, b: Tunnel) -> Iterable[Problem]:
+    peers = {s.session_id: s for s in res.sessions if s.tunnel_ref == b.name}
+    for s in (s for s in res.sessions if s.tunnel_ref == a.name):
+        p = peers.get(s.peer_session_id)
+        if p is None:
+            yield _s(
+                s,
+                "spec.peerSessionID",
+                f"the peer L2TPTunnel/{b.name} has no session with sessionID"
+                f" {s.peer_session_id}: the peer will discard this session's frames",
+                WARNING,
+            )
+            continue
+        if p.peer_session_id != s.session_id:
+            yield _s(
+                s,
+                "spec.sessionID",
+                f"the peer L2TPSession/{p.name} expects peerSessionID {p.peer_session_id},"
+                f" not {s.session_id}: make the ids mirror each other",
+            )
+        if (s.cookie or "").lower() != (p.peer_cookie or "").lower():
+            yield _s(
+                s,
+                "spec.cookie",
+                f"is {s.cookie or 'unset'} but the peer L2TPSession/{p.name} expects peerCookie"
+                f" {p.peer_cookie or 'unset'}: the peer discards every frame; make them equal",
+            )
+        if s.l2spec_type != p.l2spec_type:
+            yield _s(
+                s,
+                "spec.l2specType",
+                f"is {s.l2spec_type} but the peer L2TPSession/{p.name} uses {p.l2spec_type}:"
+                " frames would be misparsed; set the same value on both ends",
+            )
+        if s.recv_seq and not p.send_seq and not s.send_seq:
+            yield _s(
+                s,
+                "spec.sequencing",
+                f"is {s.sequencing}, which drops unnumbered packets, but the peer"
+                f" L2TPSession/{p.name} does not send sequence numbers: set the peer's"
+                " sequencing to send or both",
+            )
+
+
+def _warnings(res: Resources) -> Iterable[Problem]:
+    for s in res.sessions:
+        for field, value in (("offset", s.offset), ("peerOffset", s.peer_offset)):
+            if value:
+                yield _s(
+                    s,
+                    f"spec.{field}",
+                    f"is {value}, but current kernels ignore offsets (ip l2tp prints 'Ignoring"
+                    " option'): data always starts right after the L2TP header",
+                    WARNING,
+                )
+        tunnel = res.tunnel(s.tunnel_ref)
+        if tunnel is None or s.interface.mtu is None:
+            continue
+        fits = s.kernel_mtu(tunnel)
+        if s.interface.mtu > fits:
+            yield _s(
+                s,
+                "spec.interface.mtu",
+                f"is {s.interface.mtu}, above the {fits} that fits a 1500-byte underlay: every"
+                " full-size frame will be sent as two IP fragments (slower, and dropped where"
+                f" fragments are filtered). Use {fits} unless the underlay MTU is larger",
+                WARNING,
+            )
