@@ -1,5 +1,103 @@
-"""Command-line entry point (filled in below)."""
+"""`kube-l2tp`: validate, render, status, agent and operator in one command.
+
+Subcommands import their I/O layers lazily, so `validate` and `render` work on any machine
+(no netlink, no cluster) and start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kube_l2tp.api import manifests, validation
+from kube_l2tp.core import render as render_mod
 
 
-def main() -> int:
+def _load(files: Sequence[Path]) -> validation.Report:
+    return validation.check_documents(manifests.load(files))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Exit 0 when every object is valid (warnings allowed), 1 otherwise."""
+    try:
+        report = _load(args.file)
+    except manifests.ManifestError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for problem in report.problems:
+        is_error = problem.severity.value == "error"
+        print(problem.render(), file=sys.stdout if is_error else sys.stderr)
+    res = report.resources
+    if report.errors:
+        print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)", file=sys.stderr)
+        return 1
+    print(
+        f"valid: {len(res.tunnels)} tunnel(s), {len(res.sessions)} session(s),"
+        f" {len(report.warnings)} warning(s)",
+        file=sys.stderr,
+    )
     return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    try:
+        report = _load(args.file)
+    except manifests.ManifestError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if report.errors:
+        for problem in report.errors:
+            print(problem.render(), file=sys.stderr)
+        print("not rendering: fix the errors above (kube-l2tp validate)", file=sys.stderr)
+        return 1
+    text = render_mod.render(report.resources, node=args.node, peer=args.peer)
+    if not text:
+        print(f"nothing for node {args.node!r}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kube-l2tp",
+        description="Declarative static L2TPv3 Ethernet pseudowires for Kubernetes and Linux.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def files(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-f",
+            "--file",
+            type=Path,
+            action="append",
+            required=True,
+            help="manifest file or directory (YAML or JSON, multi-document); repeatable",
+        )
+
+    p = sub.add_parser(
+        "validate", help="check manifests as the cluster would, plus cross-object rules"
+    )
+    files(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("render", help="print the equivalent ip commands")
+    files(p)
+    p.add_argument("--node", help="only this node's objects")
+    p.add_argument(
+        "--peer", action="store_true", help="the mirrored commands for the far end of each tunnel"
+    )
+    p.set_defaults(func=cmd_render)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

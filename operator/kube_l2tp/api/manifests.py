@@ -28,11 +28,14 @@ class ManifestError(Exception):
 
 
 def files_in(paths: Iterable[Path]) -> list[Path]:
-    """The given files, and every manifest file in the given directories, in a stable order."""
+    """The given files, and every manifest file below the given directories, in a stable order."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out.extend(sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file()))
+            found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+            if not found:
+                raise ManifestError(f"{path}: no *.yaml, *.yml or *.json files in it")
+            out.extend(found)
         elif path.exists():
             out.append(path)
         else:

@@ -33,7 +33,7 @@ class Violation:
 
 
 def default(schema: Schema, value: Any) -> Any:
-    """A copy of ``value`` with the schema's defaults filled in, as the API server stores it."""
+    """A copy of ``value`` as the API server stores it: nulls pruned, defaults filled in."""
     value = copy.deepcopy(value)
     _default(schema, value)
     return value
@@ -41,7 +41,13 @@ def default(schema: Schema, value: Any) -> Any:
 
 def _default(schema: Schema, value: Any) -> None:
     if isinstance(value, dict) and schema.get("type") == "object":
-        for key, sub in schema.get("properties", {}).items():
+        props = schema.get("properties", {})
+        # The API server prunes nulls of non-nullable fields before defaulting.
+        for key in [
+            k for k, v in value.items() if v is None and not props.get(k, {}).get("nullable")
+        ]:
+            del value[key]
+        for key, sub in props.items():
             if key not in value and "default" in sub:
                 value[key] = copy.deepcopy(sub["default"])
             if key in value:

@@ -1,0 +1,167 @@
+"""The iproute2 commands equivalent to a set of resources, for this end or the mirrored peer.
+
+A user sees exactly what the agent will program and can do it by hand; ``peer=True`` prints
+what the far end needs (ids, ports and cookies swapped, local and remote exchanged), for a peer
+outside the cluster such as a router. Only non-default options are printed, as a person would
+type them, so the seed's own commands come out verbatim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from kube_l2tp.api.model import Bridge, Interface, Resources, Session, Tunnel, Udp
+
+
+def mirror_tunnel(t: Tunnel) -> Tunnel:
+    udp = t.udp
+    if udp is not None:
+        udp = Udp(
+            source_port=udp.destination_port,
+            destination_port=udp.source_port,
+            checksum=udp.checksum,
+            ipv6_checksum_tx=udp.ipv6_checksum_tx,
+            ipv6_checksum_rx=udp.ipv6_checksum_rx,
+        )
+    return replace(
+        t,
+        tunnel_id=t.peer_tunnel_id,
+        peer_tunnel_id=t.tunnel_id,
+        local=t.remote,
+        remote=t.local,
+        udp=udp,
+        node=f"peer of {t.node}",
+    )
+
+
+def mirror_session(s: Session) -> Session:
+    iface = s.interface
+    # An address without a peer has no mirror image: the far end picks its own in the prefix.
+    addresses = tuple(replace(a, address=a.peer, peer=a.address) for a in iface.addresses if a.peer)
+    seq = {"send": "recv", "recv": "send"}.get(s.sequencing, s.sequencing)
+    return replace(
+        s,
+        session_id=s.peer_session_id,
+        peer_session_id=s.session_id,
+        cookie=s.peer_cookie,
+        peer_cookie=s.cookie,
+        offset=s.peer_offset,
+        peer_offset=s.offset,
+        sequencing=seq,  # type: ignore[arg-type]
+        interface=replace(iface, addresses=addresses),
+    )
+
+
+def tunnel_command(t: Tunnel) -> str:
+    words = [
+        "ip l2tp add tunnel",
+        f"tunnel_id {t.tunnel_id}",
+        f"peer_tunnel_id {t.peer_tunnel_id}",
+        f"encap {t.encapsulation}",
+        f"local {t.local}",
+        f"remote {t.remote}",
+    ]
+    if t.udp is not None:
+        words += [f"udp_sport {t.udp.source_port}", f"udp_dport {t.udp.destination_port}"]
+        if t.udp.checksum:
+            words.append("udp_csum on")
+        if not t.udp.ipv6_checksum_tx:
+            words.append("udp6_csum_tx off")
+        if not t.udp.ipv6_checksum_rx:
+            words.append("udp6_csum_rx off")
+    return " ".join(words)
+
+
+def session_command(s: Session, tunnel: Tunnel) -> str:
+    words = ["ip l2tp add session"]
+    if s.interface_name:
+        words.append(f"name {s.interface_name}")
+    words += [
+        f"tunnel_id {tunnel.tunnel_id}",
+        f"session_id {s.session_id}",
+        f"peer_session_id {s.peer_session_id}",
+    ]
+    if s.cookie:
+        words.append(f"cookie {s.cookie}")
+    if s.peer_cookie:
+        words.append(f"peer_cookie {s.peer_cookie}")
+    if s.l2spec_type != "default":
+        words.append(f"l2spec_type {s.l2spec_type}")
+    if s.sequencing != "none":
+        words.append(f"seq {s.sequencing}")
+    if s.offset:
+        words.append(f"offset {s.offset}")
+    if s.peer_offset:
+        words.append(f"peer_offset {s.peer_offset}")
+    return " ".join(words)
+
+
+def _link_set(name: str, up: bool, mtu: int | None) -> str:
+    words = [f"ip link set {name}", "up" if up else "down"]
+    if mtu is not None:
+        words.append(f"mtu {mtu}")
+    return " ".join(words)
+
+
+def _bridge(port: str, bridge: Bridge, created: set[str]) -> list[str]:
+    """The seed's order: create the bridge, enslave the pseudowire, then host ports, then up."""
+    lines = []
+    if bridge.name not in created:
+        lines.append(f"ip link add {bridge.name} type bridge")
+    lines.append(f"ip link set {port} master {bridge.name}")
+    lines += [f"ip link set {p} master {bridge.name}" for p in bridge.ports]
+    if bridge.name not in created:
+        lines.append(f"ip link set {bridge.name} up")
+        created.add(bridge.name)
+    return lines
+
+
+def interface_commands(name: str, iface: Interface, bridges: set[str]) -> list[str]:
+    lines = [_link_set(name, iface.up, iface.mtu)]
+    for a in iface.addresses:
+        peer = f" peer {a.peer}" if a.peer else ""
+        lines.append(f"ip addr add {a.address}{peer} dev {name}")
+    if iface.bridge:
+        lines += _bridge(name, iface.bridge, bridges)
+    for vlan in iface.vlans:
+        vname = vlan.ifname(name)
+        lines.append(f"ip link add link {name} name {vname} type vlan id {vlan.id}")
+        lines.append(f"ip link set {vname} up")
+        if vlan.bridge:
+            lines += _bridge(vname, vlan.bridge, bridges)
+    return lines
+
+
+def render(resources: Resources, *, node: str | None = None, peer: bool = False) -> str:
+    """Commands per node, tunnels first, each followed by its sessions and their interfaces."""
+    out: list[str] = []
+    nodes = sorted({t.node for t in resources.tunnels if node is None or t.node == node})
+    for n in nodes:
+        mine = resources.for_node(n)
+        if len(nodes) > 1 or peer:
+            out.append(f"# node {n}" + (": commands for the peer (mirrored)" if peer else ""))
+        unnamed = 0
+        bridges: set[str] = set()
+        for tunnel in mine.tunnels:
+            t = mirror_tunnel(tunnel) if peer else tunnel
+            out.append(tunnel_command(t))
+            for session in (s for s in mine.sessions if s.tunnel_ref == tunnel.name):
+                s = mirror_session(session) if peer else session
+                out.append(session_command(s, t))
+                name = s.interface_name
+                if name is None:
+                    name = f"l2tpeth{unnamed}"
+                    unnamed += 1
+                    out.append(
+                        f"# {name}: the kernel's name for this session, if no other l2tpethN exists"
+                    )
+                out += interface_commands(name, s.interface, bridges)
+                if peer:
+                    out += [
+                        f"# {name}: add an address of your own in the prefix of {a.address}"
+                        for a in session.interface.addresses
+                        if not a.peer
+                    ]
+        if any(s.offset or s.peer_offset for s in mine.sessions):
+            out.append("# offset/peer_offset: current kernels ignore them (ip l2tp says so too)")
+    return "\n".join(out) + ("\n" if out else "")

@@ -1,0 +1,79 @@
+"""render reproduces the seed's own commands from the seed's manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kube_l2tp.api import manifests, validation
+from kube_l2tp.core.render import render
+
+HERE = Path(__file__).parent
+REPO = HERE.parent.parent
+# The examples use documentation addresses in place of the seed's.
+SUBST = {
+    "1.2.3.4": "192.0.2.1",
+    "5.6.7.8": "192.0.2.2",
+    "10.42.1.1": "198.51.100.1",
+    "10.42.1.2": "198.51.100.2",
+}
+
+
+def seed(example: str, site: str) -> list[str]:
+    lines = []
+    for row in (HERE / "data" / "seed_commands.tsv").read_text().splitlines()[1:]:
+        ex, where, command = row.split("\t")
+        if ex == example and where == site and not command.startswith("ping"):
+            for old, new in SUBST.items():
+                command = command.replace(old, new)
+            lines.append(command)
+    return lines
+
+
+def rendered(path: str, *, peer: bool = False) -> list[str]:
+    report = validation.check_documents(manifests.load([REPO / path]))
+    assert not report.errors
+    text = render(report.resources, peer=peer)
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
+def test_site_a_reproduces_the_seed() -> None:
+    assert rendered("examples/seed/site-a.yaml") == seed("p2p", "site-A")
+
+
+def test_peer_of_site_a_reproduces_site_b() -> None:
+    assert rendered("examples/seed/site-a.yaml", peer=True) == seed("p2p", "site-B")
+
+
+def test_site_b_manifest_reproduces_site_b() -> None:
+    assert rendered("examples/seed/site-b.yaml") == seed("p2p", "site-B")
+
+
+def test_bridge_example() -> None:
+    assert rendered("examples/seed/bridge-site-a.yaml")[2:] == seed("bridge", "site-A")
+
+
+@pytest.mark.parametrize("peer", [False, True])
+def test_vlan_example_adds_the_vlan_the_seed_assumes(peer: bool) -> None:
+    lines = rendered("examples/seed/vlan-site-a.yaml", peer=peer)[2:]
+    expected = seed("vlan", "site-A")
+    # the seed assumes l2tpeth0.5 exists; render creates it right after the session's link
+    assert lines[0] == expected[0]
+    assert lines[1:3] == [
+        "ip link add link l2tpeth0 name l2tpeth0.5 type vlan id 5",
+        "ip link set l2tpeth0.5 up",
+    ]
+    assert lines[3:] == expected[1:]
+
+
+def test_peer_swaps_cookies_ports_seq_and_keeps_options() -> None:
+    lines = rendered("examples/more/ipv6-ip-encap.yaml", peer=True)
+    assert lines[0] == (
+        "ip l2tp add tunnel tunnel_id 20 peer_tunnel_id 10 encap ip"
+        " local 2001:db8:2::1 remote 2001:db8:1::1"
+    )
+    assert lines[1] == (
+        "ip l2tp add session name l2tp-dc1 tunnel_id 20 session_id 200 peer_session_id 100"
+        " cookie 0badc0de00c0ffee peer_cookie 014d3636deadbeef seq both"
+    )
