@@ -1,0 +1,473 @@
+"""Diff desired against observed kernel state into an ordered plan of kernel writes.
+
+Rules that make the agent safe on a shared host:
+- Only objects in ``Owned`` are ever changed or deleted; a declared id or name that is taken
+  by something else becomes a Conflict finding, never a takeover.
+- A tunnel that must go is deleted alone: the kernel removes its sessions (and their links,
+  and VLANs on those) itself, far faster than deleting them one by one.
+- A field the kernel cannot change in place is applied by replacing the object: delete now,
+  create in the next round (the kernel finishes a tunnel delete asynchronously).
+- Findings and failures are per object; one bad object never blocks the others.
+A converged system yields an empty plan: a restart makes zero kernel writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from kube_l2tp.api.model import Bridge
+from kube_l2tp.core.desired import Desired, DesiredSession, Owned, normalize_tunnel
+from kube_l2tp.core.state import (
+    Address,
+    ObservedLink,
+    ObservedSession,
+    ObservedTunnel,
+    SessionConfig,
+    TunnelConfig,
+)
+
+
+class Op(IntEnum):
+    """Kernel writes, in the order a plan applies them."""
+
+    DELETE_TUNNEL = 1
+    DELETE_SESSION = 2
+    DELETE_LINK = 3  # owned bridges and VLANs
+    RELEASE_PORT = 4  # a host port the agent enslaved: back to no master
+    DEL_ADDRESS = 5
+    CREATE_TUNNEL = 6
+    CREATE_SESSION = 7
+    MODIFY_SESSION = 8
+    CREATE_BRIDGE = 9
+    CREATE_VLAN = 10
+    SET_LINK = 11  # up and MTU first, as the seed does, then bridge ports and addresses
+    SET_MASTER = 12
+    ADD_ADDRESS = 13
+
+
+@dataclass(frozen=True)
+class Action:
+    op: Op
+    subject: str  # "L2TPTunnel/site-a": whose result a failure belongs to
+    why: str
+    depends: str = ""  # skip when this subject already failed (a session on its tunnel)
+    tunnel: TunnelConfig | None = None
+    session: SessionConfig | None = None
+    tunnel_id: int = 0
+    session_id: int = 0
+    ifname: str = ""
+    up: bool | None = None
+    mtu: int | None = None
+    address: Address | None = None
+    master: str | None = None
+    parent: str = ""
+    vlan_id: int = 0
+
+    def describe(self) -> str:
+        target = self.ifname or (
+            f"tunnel {self.tunnel_id}" + (f" session {self.session_id}" if self.session_id else "")
+        )
+        return f"{self.op.name.lower()} {target}: {self.why}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A reason an object cannot be (fully) programmed that no write can fix."""
+
+    subject: str
+    reason: str  # Conflict, HostPortMissing, ...
+    message: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    tunnels: dict[int, ObservedTunnel]
+    sessions: dict[tuple[int, int], ObservedSession]
+    links: dict[str, ObservedLink]
+
+    @classmethod
+    def of(
+        cls,
+        tunnels: Iterable[ObservedTunnel],
+        sessions: Iterable[ObservedSession],
+        links: Iterable[ObservedLink],
+    ) -> Observed:
+        return cls(
+            {t.config.tunnel_id: t for t in tunnels},
+            {(s.config.tunnel_id, s.config.session_id): s for s in sessions},
+            {link.ifname: link for link in links},
+        )
+
+    def link_name(self, index: int | None) -> str | None:
+        if index is None:
+            return None
+        return next((n for n, link in self.links.items() if link.index == index), None)
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    pending: set[str] = field(default_factory=set)  # subjects that need another round
+
+    def add(self, op: Op, subject: str, why: str, **kw: object) -> None:
+        self.actions.append(Action(op, subject, why, **kw))  # type: ignore[arg-type]
+
+    def ordered(self) -> list[Action]:
+        return sorted(self.actions, key=lambda a: a.op)  # stable: keeps per-op order
+
+
+def tunnel_subject(name: str) -> str:
+    return f"L2TPTunnel/{name}"
+
+
+def session_subject(name: str) -> str:
+    return f"L2TPSession/{name}"
+
+
+def session_changes(want: SessionConfig, have: SessionConfig) -> list[str]:
+    """Fields that force a replacement (SESSION_MODIFY cannot change them)."""
+    names = ["tunnel_id", "session_id", "peer_session_id", "cookie", "peer_cookie", "l2spec_type"]
+    changed = [n for n in names if getattr(want, n) != getattr(have, n)]
+    if want.ifname is not None and want.ifname != have.ifname:
+        changed.append("ifname")
+    return changed
+
+
+def tunnel_changes(want: TunnelConfig, have: TunnelConfig) -> list[str]:
+    have = normalize_tunnel(have)
+    return [f for f in want.__dataclass_fields__ if getattr(want, f) != getattr(have, f)]
+
+
+def make_plan(desired: Desired, observed: Observed, owned: Owned) -> Plan:
+    plan = Plan()
+    live_tunnels = _tunnels(plan, desired, observed, owned)
+    links = _sessions(plan, desired, observed, owned, live_tunnels)
+    _links(plan, desired, observed, owned, links)
+    return plan
+
+
+def _tunnels(plan: Plan, desired: Desired, observed: Observed, owned: Owned) -> set[int]:
+    """Tunnel deletes/creates; returns the desired tunnel ids whose sessions can be planned."""
+    live: set[int] = set()
+    for tid in sorted(owned.tunnels - desired.tunnels.keys()):
+        if tid in observed.tunnels:
+            plan.add(Op.DELETE_TUNNEL, f"tunnel {tid}", "no longer declared", tunnel_id=tid)
+    for tid, want in sorted(desired.tunnels.items()):
+        subject = tunnel_subject(want.name)
+        have = observed.tunnels.get(tid)
+        if have is None:
+            why = "missing (deleted outside the agent)" if tid in owned.tunnels else "declared"
+            plan.add(Op.CREATE_TUNNEL, subject, why, tunnel=want.config, tunnel_id=tid)
+            live.add(tid)
+        elif tid not in owned.tunnels:
+            plan.findings.append(
+                Finding(
+                    subject,
+                    "Conflict",
+                    f"tunnel id {tid} already exists in the kernel and was not created by"
+                    " kube-l2tp: delete it (ip l2tp del tunnel tunnel_id"
+                    f" {tid}) or choose another tunnelID",
+                )
+            )
+        elif changed := tunnel_changes(want.config, have.config):
+            plan.add(
+                Op.DELETE_TUNNEL,
+                subject,
+                f"replace: {', '.join(changed)} changed",
+                tunnel_id=tid,
+            )
+            plan.pending.add(subject)
+        else:
+            live.add(tid)
+    return live
+
+
+def _sessions(
+    plan: Plan, desired: Desired, observed: Observed, owned: Owned, live: set[int]
+) -> dict[tuple[int, int], tuple[str, ObservedLink | None]]:
+    """Session deletes/creates/modifies; returns sessions whose link can be planned now."""
+    links: dict[tuple[int, int], tuple[str, ObservedLink | None]] = {}
+    gone = {a.tunnel_id for a in plan.actions if a.op is Op.DELETE_TUNNEL}
+    for key in sorted(owned.sessions - desired.sessions.keys()):
+        if key in observed.sessions and key[0] not in gone:
+            plan.add(
+                Op.DELETE_SESSION,
+                f"session {key[0]}/{key[1]}",
+                "no longer declared",
+                tunnel_id=key[0],
+                session_id=key[1],
+            )
+    session_links = {s.config.ifname for s in observed.sessions.values()}
+    for key, want in sorted(desired.sessions.items()):
+        subject = session_subject(want.name)
+        tunnel = desired.tunnels[key[0]]
+        depends = tunnel_subject(tunnel.name)
+        if key[0] not in live:
+            plan.pending.add(subject)
+            continue
+        have = observed.sessions.get(key)
+        creating = key[0] not in observed.tunnels or have is None
+        if have is not None and key not in owned.sessions:
+            plan.findings.append(
+                Finding(
+                    subject,
+                    "Conflict",
+                    f"session {key[1]} already exists in tunnel {key[0]} and was not created by"
+                    " kube-l2tp: delete it or choose another sessionID",
+                )
+            )
+            continue
+        if creating:
+            name = want.config.ifname
+            if name and name in observed.links and name not in session_links:
+                plan.findings.append(
+                    Finding(
+                        subject,
+                        "Conflict",
+                        f"interface name {name} is taken by an interface kube-l2tp did not"
+                        " create: rename or delete it, or choose another interfaceName",
+                    )
+                )
+                continue
+            why = "missing (deleted outside the agent)" if key in owned.sessions else "declared"
+            plan.add(
+                Op.CREATE_SESSION,
+                subject,
+                why,
+                depends=depends,
+                session=want.config,
+                tunnel_id=key[0],
+                session_id=key[1],
+            )
+            if name:
+                links[key] = (name, None)  # a fresh link: planned right away
+            else:
+                plan.pending.add(subject)  # the kernel picks the name; plan it next round
+            continue
+        assert have is not None
+        if changed := session_changes(want.config, have.config):
+            plan.add(
+                Op.DELETE_SESSION,
+                subject,
+                f"replace: {', '.join(changed)} changed",
+                tunnel_id=key[0],
+                session_id=key[1],
+            )
+            plan.pending.add(subject)
+            continue
+        if _seq_differs(want.config, have.config, owned.seq.get(key)):
+            plan.add(
+                Op.MODIFY_SESSION,
+                subject,
+                "sequencing changed",
+                session=want.config,
+                tunnel_id=key[0],
+                session_id=key[1],
+            )
+        ifname = have.config.ifname or ""
+        links[key] = (ifname, observed.links.get(ifname))
+    return links
+
+
+def _seq_differs(
+    want: SessionConfig, have: SessionConfig, applied: tuple[bool, bool] | None
+) -> bool:
+    """The kernel turns send_seq on by itself when the peer sends sequence numbers
+    (l2tp_recv_common, LAC mode): when send_seq is on although the agent last set it off,
+    that is the kernel's doing, not drift, and is not undone."""
+    if want.recv_seq != have.recv_seq or (want.send_seq and not have.send_seq):
+        return True
+    kernel_turned_on = not want.send_seq and have.send_seq and applied == (False, want.recv_seq)
+    return have.send_seq != want.send_seq and not kernel_turned_on
+
+
+def _links(
+    plan: Plan,
+    desired: Desired,
+    observed: Observed,
+    owned: Owned,
+    links: dict[tuple[int, int], tuple[str, ObservedLink | None]],
+) -> None:
+    wanted_bridges: dict[str, tuple[str, Bridge]] = {}  # name -> (first subject, bridge)
+    wanted_ports: dict[str, str] = {}  # host port -> bridge
+    wanted_vlans: set[str] = set()
+    wanted_addresses: dict[str, set[Address]] = {}
+    for key, (ifname, have) in sorted(links.items()):
+        want = desired.sessions[key]
+        subject = session_subject(want.name)
+        _session_link(plan, want, subject, ifname, have, observed, owned)
+        wanted_addresses[ifname] = set(want.addresses)
+        attach = [(ifname, want.bridge)] if want.bridge else []
+        for vlan in want.vlans:
+            vname = vlan.ifname(ifname)
+            wanted_vlans.add(vname)
+            _vlan(plan, subject, vname, ifname, vlan.vlan_id, observed, owned)
+            if vlan.bridge:
+                attach.append((vname, vlan.bridge))
+        for port, bridge in attach:
+            wanted_bridges.setdefault(bridge.name, (subject, bridge))
+            _bridge(plan, subject, bridge, observed, owned)
+            _enslave(plan, subject, port, bridge.name, observed)
+            for host_port in bridge.ports:
+                wanted_ports[host_port] = bridge.name
+                _host_port(plan, subject, host_port, bridge.name, observed, owned)
+    # Sessions not planned this round (pending, or blocked by a conflict) keep what they own.
+    for key, want in desired.sessions.items():
+        if key in links:
+            continue
+        have_session = observed.sessions.get(key)
+        known = have_session.config.ifname if have_session else want.config.ifname
+        if known:
+            wanted_addresses[known] = set(want.addresses)
+        for vlan in want.vlans:
+            if vlan.name or known:
+                wanted_vlans.add(vlan.ifname(known or ""))
+        for maybe in [want.bridge, *(v.bridge for v in want.vlans)]:
+            if maybe:
+                wanted_bridges.setdefault(maybe.name, (session_subject(want.name), maybe))
+                wanted_ports.update(dict.fromkeys(maybe.ports, maybe.name))
+    for port, bridge_name in sorted(owned.ports.items()):
+        if wanted_ports.get(port) != bridge_name:
+            have_port = observed.links.get(port)
+            master = observed.link_name(have_port.master_index) if have_port else None
+            if master == bridge_name:
+                plan.add(Op.RELEASE_PORT, f"port {port}", "no longer declared", ifname=port)
+    for name in sorted(owned.vlans - wanted_vlans):
+        if name in observed.links:
+            plan.add(Op.DELETE_LINK, f"vlan {name}", "no longer declared", ifname=name)
+    for name in sorted(owned.bridges - wanted_bridges.keys()):
+        if name in observed.links:
+            plan.add(Op.DELETE_LINK, f"bridge {name}", "no longer declared", ifname=name)
+    for ifname, addrs in sorted(owned.addresses.items()):
+        have = observed.links.get(ifname)
+        if have is None:
+            continue
+        for addr in sorted(addrs - wanted_addresses.get(ifname, set()), key=str):
+            if addr in have.addresses:
+                plan.add(
+                    Op.DEL_ADDRESS,
+                    f"address {addr.address}",
+                    "no longer declared",
+                    ifname=ifname,
+                    address=addr,
+                )
+
+
+def _session_link(
+    plan: Plan,
+    want: DesiredSession,
+    subject: str,
+    ifname: str,
+    have: ObservedLink | None,
+    observed: Observed,
+    owned: Owned,
+) -> None:
+    up = have.up if have else False
+    mtu_ok = want.mtu is None or (have is not None and have.mtu == want.mtu)
+    if up != want.up or not mtu_ok:
+        plan.add(
+            Op.SET_LINK,
+            subject,
+            "interface state",
+            ifname=ifname,
+            up=want.up,
+            mtu=None if mtu_ok else want.mtu,
+        )
+    present = set(have.addresses) if have else set()
+    for addr in want.addresses:
+        if addr not in present:
+            plan.add(Op.ADD_ADDRESS, subject, "declared", ifname=ifname, address=addr)
+    if have is not None and not want.bridge and have.master_index is not None:
+        plan.add(Op.RELEASE_PORT, subject, "no bridge declared", ifname=ifname)
+
+
+def _vlan(
+    plan: Plan,
+    subject: str,
+    name: str,
+    parent: str,
+    vlan_id: int,
+    observed: Observed,
+    owned: Owned,
+) -> None:
+    have = observed.links.get(name)
+    if have is None:
+        plan.add(Op.CREATE_VLAN, subject, "declared", ifname=name, parent=parent, vlan_id=vlan_id)
+        plan.add(Op.SET_LINK, subject, "VLAN up", ifname=name, up=True)
+        return
+    if name not in owned.vlans:
+        plan.findings.append(
+            Finding(
+                subject,
+                "Conflict",
+                f"interface {name} exists and was not created by kube-l2tp: delete it, or set"
+                " interface.vlans[].name to another name",
+            )
+        )
+        return
+    parent_link = observed.links.get(parent)
+    if have.vlan_id != vlan_id or (parent_link and have.parent_index != parent_link.index):
+        plan.add(Op.DELETE_LINK, subject, "replace: VLAN id or parent changed", ifname=name)
+        plan.pending.add(subject)
+    elif not have.up:
+        plan.add(Op.SET_LINK, subject, "VLAN up", ifname=name, up=True)
+
+
+def _bridge(plan: Plan, subject: str, bridge: Bridge, observed: Observed, owned: Owned) -> None:
+    if any(a.op is Op.CREATE_BRIDGE and a.ifname == bridge.name for a in plan.actions):
+        return
+    have = observed.links.get(bridge.name)
+    if have is None:
+        plan.add(Op.CREATE_BRIDGE, subject, "declared", ifname=bridge.name)
+        plan.add(Op.SET_LINK, subject, "bridge up", ifname=bridge.name, up=True)
+    elif have.kind != "bridge":
+        plan.findings.append(
+            Finding(
+                subject,
+                "Conflict",
+                f"{bridge.name} exists and is not a bridge ({have.kind or 'no kind'}): choose"
+                " another bridge name",
+            )
+        )
+    elif bridge.name in owned.bridges and not have.up:
+        plan.add(Op.SET_LINK, subject, "bridge up", ifname=bridge.name, up=True)
+
+
+def _enslave(plan: Plan, subject: str, port: str, bridge: str, observed: Observed) -> None:
+    have = observed.links.get(port)
+    if have is not None and observed.link_name(have.master_index) == bridge:
+        return
+    plan.add(Op.SET_MASTER, subject, f"attach to {bridge}", ifname=port, master=bridge)
+
+
+def _host_port(
+    plan: Plan, subject: str, port: str, bridge: str, observed: Observed, owned: Owned
+) -> None:
+    have = observed.links.get(port)
+    if have is None:
+        plan.findings.append(
+            Finding(
+                subject,
+                "HostPortMissing",
+                f"host interface {port} (a port of bridge {bridge}) does not exist: create it,"
+                " or remove it from bridge.ports",
+            )
+        )
+        return
+    master = observed.link_name(have.master_index)
+    if master == bridge:
+        return
+    if master is not None and owned.ports.get(port) != master:
+        plan.findings.append(
+            Finding(
+                subject,
+                "Conflict",
+                f"host interface {port} is already a port of {master}, which kube-l2tp did not"
+                f" put it in: release it (ip link set {port} nomaster) to attach it to {bridge}",
+            )
+        )
+        return
+    plan.add(Op.SET_MASTER, subject, f"host port into {bridge}", ifname=port, master=bridge)

@@ -1,0 +1,294 @@
+"""One reconcile: observe, plan, apply, repeated until nothing is left to do.
+
+Level-based: every call starts from a fresh dump, so a missed event, a restart or a tampering
+human all end the same way. Ownership is recorded *before* a create and withdrawn if it fails,
+so a crash between the kernel write and the save can never turn the agent's own object into a
+"foreign" one it refuses to touch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kube_l2tp.core.desired import Desired, Owned
+from kube_l2tp.core.plan import (
+    Action,
+    Finding,
+    Observed,
+    Op,
+    Plan,
+    make_plan,
+    session_subject,
+    tunnel_subject,
+)
+from kube_l2tp.core.ports import KernelPort
+from kube_l2tp.core.state import KernelError, Outcome
+
+MAX_ROUNDS = 6
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    subject: str  # "L2TPSession/site-a-1"
+    ready: bool
+    reason: str  # Programmed, Progressing, Conflict, KernelError, KernelUnsupported, ...
+    message: str
+    interface: str = ""
+    ifindex: int = 0
+    mtu: int = 0
+    ignored: tuple[str, ...] = ()
+
+
+@dataclass
+class Result:
+    writes: int = 0
+    rounds: int = 0
+    results: dict[str, ObjectResult] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # subject -> last error
+
+    @property
+    def converged(self) -> bool:
+        return all(r.ready for r in self.results.values())
+
+
+def observe(kernel: KernelPort) -> Observed:
+    return Observed.of(kernel.dump_tunnels(), kernel.dump_sessions(), kernel.dump_links())
+
+
+def forget_gone(owned: Owned, desired: Desired, observed: Observed) -> None:
+    """Drop records of owned objects that no longer exist and are not wanted."""
+    owned.tunnels = {t for t in owned.tunnels if t in observed.tunnels or t in desired.tunnels}
+    owned.sessions = {k for k in owned.sessions if k in observed.sessions or k in desired.sessions}
+    owned.bridges = {b for b in owned.bridges if b in observed.links}
+    owned.vlans = {v for v in owned.vlans if v in observed.links}
+    owned.ports = {
+        p: b
+        for p, b in owned.ports.items()
+        if p in observed.links and observed.link_name(observed.links[p].master_index) == b
+    }
+    owned.addresses = {
+        name: addrs for name, addrs in owned.addresses.items() if name in observed.links and addrs
+    }
+
+
+def _record(owned: Owned, action: Action, *, undo: bool = False) -> None:
+    """Mark (or, with undo, unmark) what a create/attach makes ours."""
+    op = action.op
+    if op is Op.CREATE_TUNNEL:
+        (owned.tunnels.discard if undo else owned.tunnels.add)(action.tunnel_id)
+    elif op is Op.CREATE_SESSION:
+        key = (action.tunnel_id, action.session_id)
+        (owned.sessions.discard if undo else owned.sessions.add)(key)
+        _record_seq(owned, action, undo=undo)
+    elif op is Op.MODIFY_SESSION:
+        _record_seq(owned, action, undo=undo)
+    elif op is Op.CREATE_BRIDGE:
+        (owned.bridges.discard if undo else owned.bridges.add)(action.ifname)
+    elif op is Op.CREATE_VLAN:
+        (owned.vlans.discard if undo else owned.vlans.add)(action.ifname)
+    elif op is Op.SET_MASTER and action.why.startswith("host port"):
+        if undo:
+            owned.ports.pop(action.ifname, None)
+        else:
+            owned.ports[action.ifname] = action.master or ""
+    elif op is Op.ADD_ADDRESS and action.address is not None:
+        addrs = owned.addresses.setdefault(action.ifname, set())
+        (addrs.discard if undo else addrs.add)(action.address)
+
+
+def _record_seq(owned: Owned, action: Action, *, undo: bool) -> None:
+    key = (action.tunnel_id, action.session_id)
+    if undo:
+        owned.seq.pop(key, None)
+    elif action.session is not None:
+        owned.seq[key] = (action.session.send_seq, action.session.recv_seq)
+
+
+def _forget(owned: Owned, action: Action) -> None:
+    """After a successful delete/release."""
+    if action.op is Op.DELETE_TUNNEL:
+        owned.tunnels.discard(action.tunnel_id)
+        owned.sessions = {k for k in owned.sessions if k[0] != action.tunnel_id}
+        owned.seq = {k: v for k, v in owned.seq.items() if k[0] != action.tunnel_id}
+    elif action.op is Op.DELETE_SESSION:
+        owned.sessions.discard((action.tunnel_id, action.session_id))
+        owned.seq.pop((action.tunnel_id, action.session_id), None)
+    elif action.op is Op.DELETE_LINK:
+        owned.bridges.discard(action.ifname)
+        owned.vlans.discard(action.ifname)
+        owned.addresses.pop(action.ifname, None)
+    elif action.op is Op.RELEASE_PORT:
+        owned.ports.pop(action.ifname, None)
+    elif action.op is Op.DEL_ADDRESS and action.address is not None:
+        owned.addresses.get(action.ifname, set()).discard(action.address)
+
+
+def _execute(kernel: KernelPort, a: Action) -> None:
+    match a.op:
+        case Op.DELETE_TUNNEL:
+            kernel.delete_tunnel(a.tunnel_id)
+        case Op.DELETE_SESSION:
+            kernel.delete_session(a.tunnel_id, a.session_id)
+        case Op.DELETE_LINK:
+            kernel.delete_link(a.ifname)
+        case Op.RELEASE_PORT:
+            kernel.set_master(a.ifname, None)
+        case Op.DEL_ADDRESS:
+            assert a.address is not None
+            kernel.del_address(a.ifname, a.address)
+        case Op.CREATE_TUNNEL:
+            assert a.tunnel is not None
+            kernel.create_tunnel(a.tunnel)
+        case Op.CREATE_SESSION:
+            assert a.session is not None
+            kernel.create_session(a.session)
+        case Op.MODIFY_SESSION:
+            assert a.session is not None
+            kernel.modify_session(
+                a.tunnel_id,
+                a.session_id,
+                send_seq=a.session.send_seq,
+                recv_seq=a.session.recv_seq,
+            )
+        case Op.CREATE_BRIDGE:
+            kernel.create_bridge(a.ifname)
+        case Op.CREATE_VLAN:
+            kernel.create_vlan(a.ifname, a.parent, a.vlan_id)
+        case Op.SET_MASTER:
+            kernel.set_master(a.ifname, a.master)
+        case Op.ADD_ADDRESS:
+            assert a.address is not None
+            kernel.add_address(a.ifname, a.address)
+        case Op.SET_LINK:
+            kernel.set_link(a.ifname, up=a.up, mtu=a.mtu)
+
+
+_CREATES = {Op.CREATE_TUNNEL, Op.CREATE_SESSION, Op.CREATE_BRIDGE, Op.CREATE_VLAN}
+
+
+def apply(
+    kernel: KernelPort,
+    plan: Plan,
+    owned: Owned,
+    save: Callable[[Owned], None],
+    failures: dict[str, str],
+    deleted_tunnels: set[int],
+) -> tuple[int, set[str]]:
+    """Apply a plan; returns (writes, subjects to retry next round)."""
+    actions = plan.ordered()
+    for action in actions:
+        if action.op in _CREATES or action.op in (Op.SET_MASTER, Op.ADD_ADDRESS, Op.MODIFY_SESSION):
+            _record(owned, action)
+    save(owned)
+    failed: set[str] = set()
+    retry: set[str] = set()
+    writes = 0
+    for action in actions:
+        blocked = action.depends and (action.depends in failed or action.depends in failures)
+        if action.subject in failed or blocked:
+            _record(owned, action, undo=True)
+            continue
+        try:
+            _execute(kernel, action)
+            writes += 1
+            _forget(owned, action)
+            if action.op is Op.DELETE_TUNNEL:
+                deleted_tunnels.add(action.tunnel_id)
+        except KernelError as exc:
+            writes += 1
+            _record(owned, action, undo=True)
+            failed.add(action.subject)
+            transient = exc.outcome is Outcome.BUSY or (
+                exc.outcome is Outcome.EXISTS
+                and action.op in (Op.CREATE_TUNNEL, Op.CREATE_SESSION)
+                and action.tunnel_id in deleted_tunnels  # the async cascade is still running
+            )
+            if transient:
+                retry.add(action.subject)
+            else:
+                failures[action.subject] = f"{action.describe()}: {exc}"
+    save(owned)
+    return writes, retry
+
+
+def reconcile(
+    kernel: KernelPort,
+    desired: Desired,
+    owned: Owned,
+    save: Callable[[Owned], None] = lambda _: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Result:
+    """Converge the kernel to ``desired``; touches only what ``owned`` records (and updates it)."""
+    result = Result()
+    deleted: set[int] = set()
+    plan = Plan()
+    observed = observe(kernel)
+    for _ in range(MAX_ROUNDS):
+        before = owned.to_json()
+        forget_gone(owned, desired, observed)
+        if owned.to_json() != before:
+            save(owned)
+        plan = make_plan(desired, observed, owned)
+        actions = [a for a in plan.actions if a.subject not in result.failures]
+        if not actions:
+            break
+        plan.actions = actions
+        result.rounds += 1
+        writes, retry = apply(kernel, plan, owned, save, result.failures, deleted)
+        result.writes += writes
+        if retry:
+            sleep(0.05 * result.rounds)  # let the kernel finish deleting a replaced tunnel
+        observed = observe(kernel)
+    result.results = _results(desired, observed, plan, result.failures)
+    return result
+
+
+def _results(
+    desired: Desired, observed: Observed, plan: Plan, failures: dict[str, str]
+) -> dict[str, ObjectResult]:
+    findings: dict[str, Finding] = {}
+    for f in plan.findings:
+        findings.setdefault(f.subject, f)
+    busy = {a.subject for a in plan.actions} | plan.pending
+    out: dict[str, ObjectResult] = {}
+
+    def verdict(subject: str, exists: bool) -> tuple[bool, str, str]:
+        if subject in failures:
+            failure = failures[subject]
+            reason = "KernelUnsupported" if "KernelUnsupported" in failure else "KernelError"
+            return False, reason, failure
+        if subject in findings:
+            return False, findings[subject].reason, findings[subject].message
+        if subject in busy or not exists:
+            return False, "Progressing", "not converged yet"
+        return True, "Programmed", "programmed in the kernel"
+
+    failed_tunnels = set()
+    for tid, t in desired.tunnels.items():
+        subject = tunnel_subject(t.name)
+        ready, reason, message = verdict(subject, tid in observed.tunnels)
+        if not ready:
+            failed_tunnels.add(t.name)
+        out[subject] = ObjectResult(subject, ready, reason, message)
+    for key, s in desired.sessions.items():
+        subject = session_subject(s.name)
+        have = observed.sessions.get(key)
+        ready, reason, message = verdict(subject, have is not None)
+        if not ready and s.tunnel in failed_tunnels and subject not in failures:
+            tunnel_result = out[tunnel_subject(s.tunnel)]
+            reason, message = "TunnelNotReady", f"tunnel {s.tunnel}: {tunnel_result.message}"
+        ifname = have.config.ifname or "" if have else ""
+        link = observed.links.get(ifname)
+        out[subject] = ObjectResult(
+            subject,
+            ready,
+            reason,
+            message,
+            interface=ifname,
+            ifindex=link.index if link else 0,
+            mtu=link.mtu if link else 0,
+            ignored=s.ignored,
+        )
+    return out

@@ -1,0 +1,211 @@
+"""An in-memory model of the kernel behaviour the reconciler depends on (net/l2tp + rtnetlink).
+
+Modelled on what the kernel really does (TESTING.md section 2): duplicate tunnel id -> EEXIST,
+clashing local ip:port -> EADDRINUSE, local address not on the host -> EADDRNOTAVAIL, unknown
+tunnel -> ENODEV, session interfaces named l2tpethN (lowest free N) with the computed MTU,
+a tunnel delete cascading to its sessions, their links and VLANs on them. The kernel suite checks
+the real kernel against the same expectations.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field, replace
+
+from kube_l2tp.api import overhead
+from kube_l2tp.core.state import (
+    Address,
+    KernelError,
+    ObservedLink,
+    ObservedSession,
+    ObservedTunnel,
+    Outcome,
+    SessionConfig,
+    TunnelConfig,
+)
+
+
+def fail(op: str, code: int, outcome: Outcome) -> KernelError:
+    return KernelError(op, code, outcome)
+
+
+@dataclass
+class Link:
+    name: str
+    index: int
+    kind: str
+    up: bool = False
+    mtu: int = 1500
+    master: str | None = None
+    addresses: set[Address] = field(default_factory=set)
+    vlan_id: int | None = None
+    parent: str | None = None
+
+
+@dataclass
+class FakeKernel:
+    host_addresses: set[str] = field(default_factory=lambda: {"192.0.2.1", "2001:db8::1"})
+    tunnels: dict[int, TunnelConfig] = field(default_factory=dict)
+    sessions: dict[tuple[int, int], SessionConfig] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)
+    writes: list[str] = field(default_factory=list)
+    next_index: int = 10
+    # the LAC behaviour: a peer sending sequence numbers turns send_seq on
+    peer_sends_seq: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("lo", "eth0", "eth1"):
+            self._add_link(name, "")
+
+    def _add_link(self, name: str, kind: str, **kw: object) -> Link:
+        self.next_index += 1
+        link = Link(name, self.next_index, kind, **kw)  # type: ignore[arg-type]
+        self.links[name] = link
+        return link
+
+    # --- dumps
+    def dump_tunnels(self) -> list[ObservedTunnel]:
+        return [ObservedTunnel(c) for c in self.tunnels.values()]
+
+    def dump_sessions(self) -> list[ObservedSession]:
+        out = []
+        for cfg in self.sessions.values():
+            seen = replace(cfg, send_seq=True) if self.peer_sends_seq else cfg
+            out.append(ObservedSession(seen))
+        return out
+
+    def dump_links(self) -> list[ObservedLink]:
+        return [
+            ObservedLink(
+                ifname=link.name,
+                index=link.index,
+                kind=link.kind,
+                up=link.up,
+                mtu=link.mtu,
+                master_index=self.links[link.master].index if link.master else None,
+                addresses=tuple(sorted(link.addresses, key=str)),
+                vlan_id=link.vlan_id,
+                parent_index=self.links[link.parent].index if link.parent else None,
+            )
+            for link in self.links.values()
+        ]
+
+    # --- L2TP
+    def create_tunnel(self, cfg: TunnelConfig) -> None:
+        self.writes.append(f"create_tunnel {cfg.tunnel_id}")
+        if cfg.tunnel_id in self.tunnels:
+            raise fail("create tunnel", errno.EEXIST, Outcome.EXISTS)
+        if cfg.local not in self.host_addresses:
+            raise fail("create tunnel", errno.EADDRNOTAVAIL, Outcome.ADDRESS_NOT_AVAILABLE)
+        for other in self.tunnels.values():
+            if cfg.encap == "udp" and (other.local, other.udp_sport) == (cfg.local, cfg.udp_sport):
+                raise fail("create tunnel", errno.EADDRINUSE, Outcome.ADDRESS_IN_USE)
+        self.tunnels[cfg.tunnel_id] = cfg
+
+    def delete_tunnel(self, tunnel_id: int) -> None:
+        self.writes.append(f"delete_tunnel {tunnel_id}")
+        if tunnel_id not in self.tunnels:
+            raise fail("delete tunnel", errno.ENODEV, Outcome.NOT_FOUND)
+        del self.tunnels[tunnel_id]
+        for key in [k for k in self.sessions if k[0] == tunnel_id]:
+            self._drop_session(key)
+
+    def _drop_session(self, key: tuple[int, int]) -> None:
+        cfg = self.sessions.pop(key)
+        self._drop_link(cfg.ifname or "")
+
+    def _drop_link(self, name: str) -> None:
+        self.links.pop(name, None)
+        for vlan in [v for v in self.links.values() if v.parent == name]:
+            self.links.pop(vlan.name)
+        for link in self.links.values():
+            if link.master == name:
+                link.master = None
+
+    def create_session(self, cfg: SessionConfig) -> None:
+        self.writes.append(f"create_session {cfg.tunnel_id}/{cfg.session_id}")
+        tunnel = self.tunnels.get(cfg.tunnel_id)
+        if tunnel is None:
+            raise fail("create session", errno.ENODEV, Outcome.NOT_FOUND)
+        if (cfg.tunnel_id, cfg.session_id) in self.sessions:
+            raise fail("create session", errno.EEXIST, Outcome.EXISTS)
+        name = cfg.ifname
+        if name is None:
+            n = 0
+            while f"l2tpeth{n}" in self.links:
+                n += 1
+            name = f"l2tpeth{n}"
+        elif name in self.links:
+            raise fail("create session", errno.EEXIST, Outcome.EXISTS)
+        mtu = overhead.session_mtu(
+            ipv6=":" in tunnel.local,
+            udp=tunnel.encap == "udp",
+            cookie_len=len(cfg.cookie),
+            l2spec_default=cfg.l2spec_type == "default",
+        )
+        self._add_link(name, "l2tp", mtu=mtu)
+        self.sessions[(cfg.tunnel_id, cfg.session_id)] = replace(cfg, ifname=name)
+
+    def delete_session(self, tunnel_id: int, session_id: int) -> None:
+        self.writes.append(f"delete_session {tunnel_id}/{session_id}")
+        if (tunnel_id, session_id) not in self.sessions:
+            raise fail("delete session", errno.ENOENT, Outcome.NOT_FOUND)
+        self._drop_session((tunnel_id, session_id))
+
+    def modify_session(
+        self, tunnel_id: int, session_id: int, *, send_seq: bool, recv_seq: bool
+    ) -> None:
+        self.writes.append(f"modify_session {tunnel_id}/{session_id}")
+        key = (tunnel_id, session_id)
+        self.sessions[key] = replace(self.sessions[key], send_seq=send_seq, recv_seq=recv_seq)
+
+    # --- links
+    def _link(self, name: str, op: str) -> Link:
+        link = self.links.get(name)
+        if link is None:
+            raise fail(f"{op} {name}", errno.ENODEV, Outcome.NOT_FOUND)
+        return link
+
+    def set_link(self, ifname: str, *, up: bool | None = None, mtu: int | None = None) -> None:
+        self.writes.append(f"set_link {ifname} up={up} mtu={mtu}")
+        link = self._link(ifname, "set link")
+        if up is not None:
+            link.up = up
+        if mtu is not None:
+            link.mtu = mtu
+
+    def set_master(self, ifname: str, master: str | None) -> None:
+        self.writes.append(f"set_master {ifname} {master}")
+        link = self._link(ifname, "set master")
+        if master is not None:
+            self._link(master, "set master")
+        link.master = master
+
+    def add_address(self, ifname: str, addr: Address) -> None:
+        self.writes.append(f"add_address {ifname} {addr.address}")
+        link = self._link(ifname, "add address")
+        if addr in link.addresses:
+            raise fail("add address", errno.EEXIST, Outcome.EXISTS)
+        link.addresses.add(addr)
+
+    def del_address(self, ifname: str, addr: Address) -> None:
+        self.writes.append(f"del_address {ifname} {addr.address}")
+        self._link(ifname, "del address").addresses.discard(addr)
+
+    def create_bridge(self, name: str) -> None:
+        self.writes.append(f"create_bridge {name}")
+        if name in self.links:
+            raise fail("create bridge", errno.EEXIST, Outcome.EXISTS)
+        self._add_link(name, "bridge")
+
+    def create_vlan(self, name: str, parent: str, vlan_id: int) -> None:
+        self.writes.append(f"create_vlan {name}")
+        self._link(parent, "create vlan")
+        if name in self.links:
+            raise fail("create vlan", errno.EEXIST, Outcome.EXISTS)
+        self._add_link(name, "vlan", vlan_id=vlan_id, parent=parent)
+
+    def delete_link(self, name: str) -> None:
+        self.writes.append(f"delete_link {name}")
+        self._link(name, "delete link")
+        self._drop_link(name)
