@@ -60,6 +60,59 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    """The standalone agent (--manifests); in a cluster it is driven by the API instead."""
+    import logging  # noqa: PLC0415
+
+    from kube_l2tp.agent.standalone import (  # noqa: PLC0415
+        Agent,
+        AgentConfig,
+        install_signal_handlers,
+        print_results,
+    )
+    from kube_l2tp.agent.statestore import StateError, StateStore  # noqa: PLC0415
+    from kube_l2tp.core.state import KernelError  # noqa: PLC0415
+    from kube_l2tp.netlink.kernel import Kernel  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=logging.WARNING if args.once else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    if args.manifests is None:
+        print("kube-l2tp agent: --manifests DIR is required outside a cluster", file=sys.stderr)
+        return 2
+    if not args.manifests.is_dir():
+        print(f"kube-l2tp agent: --manifests {args.manifests}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        store = StateStore(args.state_dir)
+    except StateError as exc:
+        print(f"kube-l2tp agent: {exc}", file=sys.stderr)
+        return 2
+    try:
+        kernel = Kernel()
+    except KernelError as exc:
+        print(f"kube-l2tp agent: {exc}", file=sys.stderr)
+        return 2
+    config = AgentConfig(args.node, args.manifests, args.state_dir, args.resync)
+    try:
+        agent = Agent(config, kernel, store)
+        if args.metrics_bind_address:
+            from kube_l2tp.agent.serve import serve_metrics  # noqa: PLC0415
+
+            serve_metrics(agent, args.metrics_bind_address)
+        if args.once:
+            result = agent.reconcile_once()
+            print_results(result, sys.stdout)
+            return 0 if result.converged else 1
+        install_signal_handlers(agent)
+        agent.run()
+        return 0
+    finally:
+        kernel.close()
+        store.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kube-l2tp",
@@ -90,6 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer", action="store_true", help="the mirrored commands for the far end of each tunnel"
     )
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("agent", help="program this node's tunnels and sessions and keep them")
+    p.add_argument("--node", required=True, help="this node's name (spec.nodeName)")
+    p.add_argument("--manifests", type=Path, help="directory of manifests (standalone mode)")
+    p.add_argument("--once", action="store_true", help="reconcile once, print results, exit")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("/var/lib/kube-l2tp"),
+        help="where the record of what the agent owns is kept (default /var/lib/kube-l2tp)",
+    )
+    p.add_argument(
+        "--metrics-bind-address",
+        default="",
+        help="serve /metrics, /healthz and /readyz here, e.g. 0.0.0.0:9717",
+    )
+    p.add_argument(
+        "--resync", type=float, default=30.0, help="seconds between full resyncs (backstop)"
+    )
+    p.set_defaults(func=cmd_agent)
     return parser
 
 

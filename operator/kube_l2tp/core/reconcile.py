@@ -224,7 +224,10 @@ def reconcile(
     result = Result()
     deleted: set[int] = set()
     plan = Plan()
-    observed = observe(kernel)
+    try:
+        observed = observe(kernel)
+    except KernelError as exc:  # no L2TP in this kernel, no permission: every object says so
+        return unreachable(desired, exc)
     for _ in range(MAX_ROUNDS):
         before = owned.to_json()
         forget_gone(owned, desired, observed)
@@ -240,8 +243,21 @@ def reconcile(
         result.writes += writes
         if retry:
             sleep(0.05 * result.rounds)  # let the kernel finish deleting a replaced tunnel
-        observed = observe(kernel)
+        try:
+            observed = observe(kernel)
+        except KernelError as exc:
+            return unreachable(desired, exc, result.writes)
     result.results = _results(desired, observed, plan, result.failures)
+    return result
+
+
+def unreachable(desired: Desired, exc: KernelError, writes: int = 0) -> Result:
+    """Every object fails with the same reason when the kernel cannot even be read."""
+    reason = "KernelUnsupported" if exc.outcome is Outcome.NOT_SUPPORTED else "KernelError"
+    subjects = [tunnel_subject(t.name) for t in desired.tunnels.values()]
+    subjects += [session_subject(s.name) for s in desired.sessions.values()]
+    result = Result(writes=writes)
+    result.results = {s: ObjectResult(s, False, reason, str(exc)) for s in subjects}
     return result
 
 

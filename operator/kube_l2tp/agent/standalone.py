@@ -1,0 +1,183 @@
+"""The standalone agent: a directory of manifests in, a converged kernel out.
+
+It reconciles when the directory changes, when the kernel reports an L2TP or link change (the
+"l2tp" genl group and rtnetlink), and every --resync seconds as a backstop. Events are hints
+only: every reconcile re-reads the whole state. SIGTERM and SIGINT stop it between reconciles
+without touching the kernel: pseudowires outlive the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from kube_l2tp.agent.source import ManifestSource, Snapshot
+from kube_l2tp.agent.statestore import StateStore
+from kube_l2tp.api.problems import Severity
+from kube_l2tp.core.desired import desired_state
+from kube_l2tp.core.reconcile import ObjectResult, Result, reconcile
+from kube_l2tp.core.state import KernelError
+from kube_l2tp.netlink.kernel import Kernel
+from kube_l2tp.netlink.l2tp import L2tpEvents
+from kube_l2tp.netlink.links import LinkEvents
+
+log = logging.getLogger("kube_l2tp.agent")
+
+POLL_SECONDS = 1.0  # how often the manifest directory is checked for changes
+DEBOUNCE_SECONDS = 0.05  # collect a burst of kernel events into one reconcile
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    manifests: Path
+    state_dir: Path
+    resync_seconds: float = 30.0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, kernel: Kernel, store: StateStore) -> None:
+        self.config = config
+        self.kernel = kernel
+        self.store = store
+        self.source = ManifestSource(config.manifests)
+        self.owned = store.load()
+        self.stop = threading.Event()
+        self.last: Result | None = None
+        self.snapshot: Snapshot | None = None
+        self.on_result: list[Callable[[Snapshot, Result, float], None]] = []
+
+    def reconcile_once(self) -> Result:
+        snapshot = self.source.load()
+        for problem in snapshot.problems:
+            level = logging.ERROR if problem.severity is Severity.ERROR else logging.WARNING
+            log.log(level, "%s", problem.render())
+        desired = desired_state(snapshot.resources, self.config.node)
+        started = time.monotonic()
+        result = reconcile(self.kernel, desired, self.owned, save=self.store.save)
+        result = _mark_invalid(result, snapshot)
+        seconds = time.monotonic() - started
+        log.info(
+            "reconciled in %.3fs: %d writes, %d/%d ready",
+            seconds,
+            result.writes,
+            sum(r.ready for r in result.results.values()),
+            len(result.results),
+        )
+        for r in result.results.values():
+            if not r.ready:
+                log.warning("%s: %s: %s", r.subject, r.reason, r.message)
+        self.last, self.snapshot = result, snapshot
+        for callback in self.on_result:
+            callback(snapshot, result, seconds)
+        return result
+
+    def run(self) -> None:
+        """Reconcile until stopped; returns without touching the kernel."""
+        events = _subscribe()
+        selector = selectors.DefaultSelector()
+        for source in events:
+            selector.register(source.fileno(), selectors.EVENT_READ, source)
+        signature = self.source.signature()
+        self.reconcile_once()
+        _drain(events)  # our own writes
+        next_resync = time.monotonic() + self.config.resync_seconds
+        while not self.stop.is_set():
+            timeout = min(POLL_SECONDS, max(0.0, next_resync - time.monotonic()))
+            ready = selector.select(timeout)
+            if self.stop.is_set():
+                break
+            why = ""
+            if ready:
+                time.sleep(DEBOUNCE_SECONDS)
+                if _drain(events):
+                    why = "kernel event"
+            current = self.source.signature()
+            if current != signature:
+                signature, why = current, "manifests changed"
+            if time.monotonic() >= next_resync:
+                why = why or "periodic resync"
+            if not why:
+                continue
+            log.info("reconcile: %s", why)
+            try:
+                self.reconcile_once()
+            except KernelError as exc:
+                log.error("reconcile failed: %s", exc)
+            _drain(events)
+            next_resync = time.monotonic() + self.config.resync_seconds
+        for source in events:
+            selector.unregister(source.fileno())
+            source.close()
+
+
+def _subscribe() -> list[L2tpEvents | LinkEvents]:
+    """Event sources; without L2TP in the kernel the periodic resync still repairs links."""
+    sources: list[L2tpEvents | LinkEvents] = [LinkEvents()]
+    try:
+        sources.append(L2tpEvents())
+    except KernelError as exc:
+        log.warning("no L2TP events (%s): relying on the periodic resync", exc)
+    return sources
+
+
+def _drain(sources: list[L2tpEvents | LinkEvents]) -> int:
+    count = 0
+    for source in sources:
+        drained = source.drain()
+        count += drained if isinstance(drained, int) else len(drained)
+    return count
+
+
+def _mark_invalid(result: Result, snapshot: Snapshot) -> Result:
+    """Objects running on a last valid version say so; the rest is what the kernel says."""
+    for subject in snapshot.stale:
+        r = result.results.get(subject)
+        if r is not None:
+            result.results[subject] = ObjectResult(
+                subject,
+                False,
+                "InvalidSpec",
+                "the manifest is invalid; the last valid version stays programmed"
+                f" (kernel: {r.reason})",
+                r.interface,
+                r.ifindex,
+                r.mtu,
+                r.ignored,
+            )
+    return result
+
+
+def print_results(result: Result, out: TextIO) -> None:
+    """One line per object, for --once and for people."""
+    for r in sorted(result.results.values(), key=lambda r: r.subject):
+        state = "Ready" if r.ready else "NotReady"
+        line = f"{r.subject}: {state} ({r.reason})"
+        if r.interface:
+            line += f" interface={r.interface} index={r.ifindex} mtu={r.mtu}"
+        if not r.ready:
+            line += f": {r.message}"
+        for note in r.ignored:
+            line += f" [{note}]"
+        print(line, file=out)
+    print(
+        f"{sum(r.ready for r in result.results.values())}/{len(result.results)} ready,"
+        f" {result.writes} kernel writes",
+        file=out,
+    )
+
+
+def install_signal_handlers(agent: Agent) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping; kernel state is left as it is", signum)
+        agent.stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
