@@ -60,6 +60,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifest_dir(path: Path) -> Path:
+    """'embedded' names the manifests shipped in the package: the seed's site-A/site-B."""
+    if str(path) == "embedded":
+        from kube_l2tp import embedded  # noqa: PLC0415
+
+        return embedded.DIRECTORY
+    return path
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     """The standalone agent (--manifests); in a cluster it is driven by the API instead."""
     import logging  # noqa: PLC0415
@@ -81,6 +90,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.manifests is None:
         print("kube-l2tp agent: --manifests DIR is required outside a cluster", file=sys.stderr)
         return 2
+    args.manifests = _manifest_dir(args.manifests)
     if not args.manifests.is_dir():
         print(f"kube-l2tp agent: --manifests {args.manifests}: not a directory", file=sys.stderr)
         return 2
@@ -111,6 +121,33 @@ def cmd_agent(args: argparse.Namespace) -> int:
     finally:
         kernel.close()
         store.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from kube_l2tp.agent import statestore  # noqa: PLC0415
+    from kube_l2tp.agent.status import status  # noqa: PLC0415
+    from kube_l2tp.core.plan import Observed  # noqa: PLC0415
+    from kube_l2tp.core.state import KernelError  # noqa: PLC0415
+    from kube_l2tp.netlink.kernel import Kernel  # noqa: PLC0415
+
+    resources = None
+    if args.manifests:
+        report = _load([_manifest_dir(args.manifests)])
+        resources = report.resources.for_node(args.node) if args.node else report.resources
+    owned = statestore.peek(args.state_dir)
+    try:
+        with Kernel() as kernel:
+            observed = Observed.of(
+                kernel.dump_tunnels(), kernel.dump_sessions(), kernel.dump_links()
+            )
+    except KernelError as exc:
+        print(f"kube-l2tp status: {exc}", file=sys.stderr)
+        return 1
+    if owned is None and not args.json:
+        print(f"(no agent state in {args.state_dir}: showing every L2TP object)", file=sys.stderr)
+    text = status(observed, owned, resources, show_all=args.all, as_json=args.json)
+    sys.stdout.write(text)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("agent", help="program this node's tunnels and sessions and keep them")
     p.add_argument("--node", required=True, help="this node's name (spec.nodeName)")
-    p.add_argument("--manifests", type=Path, help="directory of manifests (standalone mode)")
+    p.add_argument(
+        "--manifests",
+        type=Path,
+        help="directory of manifests (standalone mode); 'embedded' for the seed's example",
+    )
     p.add_argument("--once", action="store_true", help="reconcile once, print results, exit")
     p.add_argument(
         "--state-dir",
@@ -163,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--resync", type=float, default=30.0, help="seconds between full resyncs (backstop)"
     )
     p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("status", help="tunnels and sessions in the kernel, with counters")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/kube-l2tp"))
+    p.add_argument("--manifests", type=Path, help="manifests, to show object names")
+    p.add_argument("--node", help="with --manifests: this node's objects")
+    p.add_argument("--all", action="store_true", help="also objects the agent does not own")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
     return parser
 
 

@@ -73,3 +73,11 @@ class StateStore:
 
     def close(self) -> None:
         os.close(self._lock)
+
+
+def peek(directory: Path) -> Owned | None:
+    """The record as last saved, without taking the lock (for `kube-l2tp status`)."""
+    try:
+        return Owned.from_json((directory / "owned.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
