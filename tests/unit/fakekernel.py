@@ -70,7 +70,9 @@ class FakeKernel:
     def dump_sessions(self) -> list[ObservedSession]:
         out = []
         for cfg in self.sessions.values():
-            seen = replace(cfg, send_seq=True) if self.peer_sends_seq else cfg
+            # the kernel's dump has no L2SPEC_TYPE (l2tp_nl_session_send): the decoder's default
+            seen = replace(cfg, l2spec_type="default")
+            seen = replace(seen, send_seq=True) if self.peer_sends_seq else seen
             out.append(ObservedSession(seen))
         return out
 
@@ -115,6 +117,7 @@ class FakeKernel:
         self._drop_link(cfg.ifname or "")
 
     def _drop_link(self, name: str) -> None:
+        # a session whose device goes keeps its (now stale) IFNAME: l2tp_eth_dev_uninit
         self.links.pop(name, None)
         for vlan in [v for v in self.links.values() if v.parent == name]:
             self.links.pop(vlan.name)

@@ -288,3 +288,27 @@ def test_session_config_round_trip() -> None:
         ifname="l2tp-dc1",
     )
     assert yaml.safe_dump  # keep the yaml import honest for fixtures above
+
+
+def test_l2spec_change_replaces_although_the_kernel_never_reports_it() -> None:
+    kernel, owned = FakeKernel(), Owned()
+    res = from_objects([tunnel(), session(l2specType="none")])
+    assert reconcile(kernel, desired_state(res, NODE), owned).converged
+    kernel.writes.clear()
+    assert reconcile(kernel, desired_state(res, NODE), owned).writes == 0
+    res = from_objects([tunnel(), session(l2specType="default")])
+    assert reconcile(kernel, desired_state(res, NODE), owned).converged
+    assert kernel.writes[:2] == ["delete_session 3000/1000", "create_session 3000/1000"]
+    assert kernel.sessions[(3000, 1000)].l2spec_type == "default"
+
+
+def test_session_whose_device_was_deleted_is_replaced() -> None:
+    kernel, owned = FakeKernel(), Owned()
+    reconcile(kernel, seed_desired(), owned)
+    kernel.delete_link("l2tpeth0")
+    assert (3000, 1000) in kernel.sessions  # the session outlives its device
+    kernel.writes.clear()
+    result = reconcile(kernel, seed_desired(), owned)
+    assert result.converged
+    assert kernel.writes[:2] == ["delete_session 3000/1000", "create_session 3000/1000"]
+    assert kernel.links["l2tpeth0"].up

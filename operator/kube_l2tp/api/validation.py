@@ -325,6 +325,17 @@ def _session_pairs(res: Resources, a: Tunnel, b: Tunnel) -> Iterable[Problem]:
                 f"is {s.cookie or 'unset'} but the peer L2TPSession/{p.name} expects peerCookie"
                 f" {p.peer_cookie or 'unset'}: the peer discards every frame; make them equal",
             )
+        if s.interface.mtu != p.interface.mtu:
+            mine = s.interface.mtu or "the kernel's default"
+            theirs = p.interface.mtu or "the kernel's default"
+            yield _s(
+                s,
+                "spec.interface.mtu",
+                f"is {mine} but the peer L2TPSession/{p.name} uses {theirs}: frames larger"
+                " than the smaller MTU are dropped by the receiving interface; use the same"
+                " MTU on both ends",
+                WARNING,
+            )
         if s.l2spec_type != p.l2spec_type:
             yield _s(
                 s,

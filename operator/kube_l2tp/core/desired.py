@@ -166,6 +166,8 @@ class Owned:
     ports: dict[str, str] = field(default_factory=dict)  # host port -> bridge
     addresses: dict[str, set[Address]] = field(default_factory=dict)  # ifname -> added
     seq: dict[tuple[int, int], tuple[bool, bool]] = field(default_factory=dict)  # last set
+    # The kernel never reports a session's l2spec type (l2tp_nl_session_send): remember it.
+    l2spec: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -182,6 +184,7 @@ class Owned:
                     if addrs
                 },
                 "seq": sorted([t, s, send, recv] for (t, s), (send, recv) in self.seq.items()),
+                "l2spec": sorted([t, s, kind] for (t, s), kind in self.l2spec.items()),
             },
             indent=1,
         )
@@ -201,4 +204,5 @@ class Owned:
                 name: {Address(a, p) for a, p in addrs} for name, addrs in raw["addresses"].items()
             },
             seq={(t, s): (send, recv) for t, s, send, recv in raw.get("seq", [])},
+            l2spec={(t, s): kind for t, s, kind in raw.get("l2spec", [])},
         )

@@ -127,10 +127,15 @@ def session_subject(name: str) -> str:
     return f"L2TPSession/{name}"
 
 
-def session_changes(want: SessionConfig, have: SessionConfig) -> list[str]:
-    """Fields that force a replacement (SESSION_MODIFY cannot change them)."""
-    names = ["tunnel_id", "session_id", "peer_session_id", "cookie", "peer_cookie", "l2spec_type"]
+def session_changes(
+    want: SessionConfig, have: SessionConfig, applied_l2spec: str | None = None
+) -> list[str]:
+    """Fields that force a replacement (SESSION_MODIFY cannot change them). The kernel does not
+    report l2spec_type, so it is compared with what the agent last applied."""
+    names = ["tunnel_id", "session_id", "peer_session_id", "cookie", "peer_cookie"]
     changed = [n for n in names if getattr(want, n) != getattr(have, n)]
+    if applied_l2spec is not None and applied_l2spec != want.l2spec_type:
+        changed.append("l2spec_type")
     if want.ifname is not None and want.ifname != have.ifname:
         changed.append("ifname")
     return changed
@@ -248,7 +253,12 @@ def _sessions(
                 plan.pending.add(subject)  # the kernel picks the name; plan it next round
             continue
         assert have is not None
-        if changed := session_changes(want.config, have.config):
+        changed = session_changes(want.config, have.config, owned.l2spec.get(key))
+        if have.config.ifname not in observed.links:
+            # Deleted or renamed outside the agent: the session lives on without its device
+            # (l2tp_eth_dev_uninit) and only a new session gets a new one.
+            changed.append("interface deleted or renamed outside the agent")
+        if changed:
             plan.add(
                 Op.DELETE_SESSION,
                 subject,

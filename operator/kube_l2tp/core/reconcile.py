@@ -61,6 +61,8 @@ def forget_gone(owned: Owned, desired: Desired, observed: Observed) -> None:
     """Drop records of owned objects that no longer exist and are not wanted."""
     owned.tunnels = {t for t in owned.tunnels if t in observed.tunnels or t in desired.tunnels}
     owned.sessions = {k for k in owned.sessions if k in observed.sessions or k in desired.sessions}
+    owned.seq = {k: v for k, v in owned.seq.items() if k in owned.sessions}
+    owned.l2spec = {k: v for k, v in owned.l2spec.items() if k in owned.sessions}
     owned.bridges = {b for b in owned.bridges if b in observed.links}
     owned.vlans = {v for v in owned.vlans if v in observed.links}
     owned.ports = {
@@ -102,8 +104,12 @@ def _record_seq(owned: Owned, action: Action, *, undo: bool) -> None:
     key = (action.tunnel_id, action.session_id)
     if undo:
         owned.seq.pop(key, None)
+        if action.op is Op.CREATE_SESSION:
+            owned.l2spec.pop(key, None)
     elif action.session is not None:
         owned.seq[key] = (action.session.send_seq, action.session.recv_seq)
+        if action.op is Op.CREATE_SESSION:
+            owned.l2spec[key] = action.session.l2spec_type
 
 
 def _forget(owned: Owned, action: Action) -> None:
@@ -112,9 +118,11 @@ def _forget(owned: Owned, action: Action) -> None:
         owned.tunnels.discard(action.tunnel_id)
         owned.sessions = {k for k in owned.sessions if k[0] != action.tunnel_id}
         owned.seq = {k: v for k, v in owned.seq.items() if k[0] != action.tunnel_id}
+        owned.l2spec = {k: v for k, v in owned.l2spec.items() if k[0] != action.tunnel_id}
     elif action.op is Op.DELETE_SESSION:
         owned.sessions.discard((action.tunnel_id, action.session_id))
         owned.seq.pop((action.tunnel_id, action.session_id), None)
+        owned.l2spec.pop((action.tunnel_id, action.session_id), None)
     elif action.op is Op.DELETE_LINK:
         owned.bridges.discard(action.ifname)
         owned.vlans.discard(action.ifname)
@@ -174,7 +182,7 @@ def apply(
     owned: Owned,
     save: Callable[[Owned], None],
     failures: dict[str, str],
-    deleted_tunnels: set[int],
+    deleted: set[tuple[int, int]],
 ) -> tuple[int, set[str]]:
     """Apply a plan; returns (writes, subjects to retry next round)."""
     actions = plan.ordered()
@@ -194,16 +202,22 @@ def apply(
             _execute(kernel, action)
             writes += 1
             _forget(owned, action)
-            if action.op is Op.DELETE_TUNNEL:
-                deleted_tunnels.add(action.tunnel_id)
+            if action.op in (Op.DELETE_TUNNEL, Op.DELETE_SESSION):
+                deleted.add((action.tunnel_id, action.session_id))
         except KernelError as exc:
             writes += 1
             _record(owned, action, undo=True)
             failed.add(action.subject)
+            # The kernel deletes tunnels (and, since 6.12, sessions) asynchronously: re-creating
+            # one the agent just deleted can meet EEXIST for a moment.
+            just_deleted = (action.tunnel_id, 0) in deleted or (
+                action.tunnel_id,
+                action.session_id,
+            ) in deleted
             transient = exc.outcome is Outcome.BUSY or (
                 exc.outcome is Outcome.EXISTS
                 and action.op in (Op.CREATE_TUNNEL, Op.CREATE_SESSION)
-                and action.tunnel_id in deleted_tunnels  # the async cascade is still running
+                and just_deleted
             )
             if transient:
                 retry.add(action.subject)
@@ -222,7 +236,7 @@ def reconcile(
 ) -> Result:
     """Converge the kernel to ``desired``; touches only what ``owned`` records (and updates it)."""
     result = Result()
-    deleted: set[int] = set()
+    deleted: set[tuple[int, int]] = set()
     plan = Plan()
     try:
         observed = observe(kernel)

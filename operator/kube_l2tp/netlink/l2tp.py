@@ -456,21 +456,38 @@ def iter_messages(chunks: Iterable[bytes]) -> Iterator[tuple[int, RawAttrs]]:
             offset += (length + 3) & ~3
 
 
+# Stats fields in declaration order, by kernel attribute number (STATS_PAD and unknowns skipped).
+_STATS_POSITION: Final = {
+    kind: list(Stats.__dataclass_fields__).index(name) for kind, name in _STATS_FIELDS.items()
+}
+# 6.1 sends ten u64 counters without pads (64-bit arches): one unpack reads them all.
+_STATS_10: Final = struct.Struct("=" + "HHQ" * 10)
+
+
 def _stats(payload: bytes | None) -> Stats:
     if not payload:
         return Stats()
-    values: dict[str, int] = {}
+    values = [0] * len(_STATS_POSITION)
+    position = _STATS_POSITION.get
+    if len(payload) == _STATS_10.size:
+        flat = _STATS_10.unpack(payload)
+        if all(length == 12 for length in flat[::3]):
+            for kind, value in zip(flat[1::3], flat[2::3], strict=True):
+                index = position(kind & NLA_TYPE_MASK)
+                if index is not None:
+                    values[index] = value
+            return Stats(*values)
     unpack_hdr, unpack_u64 = _NLA_HDR.unpack_from, _U64.unpack_from
     offset, end = 0, len(payload)
     while offset + 4 <= end:
         length, kind = unpack_hdr(payload, offset)
         if length < 4:
             break
-        name = _STATS_FIELDS.get(kind & NLA_TYPE_MASK)
-        if name is not None and length == 12:
-            values[name] = unpack_u64(payload, offset + 4)[0]
+        index = position(kind & NLA_TYPE_MASK)
+        if index is not None and length == 12:
+            values[index] = unpack_u64(payload, offset + 4)[0]
         offset += (length + 3) & ~3
-    return Stats(**values)
+    return Stats(*values)
 
 
 def _ip(payload: bytes) -> str:
