@@ -66,8 +66,9 @@ ip netns exec "$B" kube-l2tp agent --node site-b --manifests embedded \
   --state-dir "$work/state-b" --metrics-bind-address 127.0.0.1:9717 >"$work/agent-b.log" 2>&1 &
 pids+=($!)
 
-ready() {  # $1 netns, $2 overlay address
-  ip -n "$1" -br addr show dev l2tpeth0 2>/dev/null | grep -q "UP.*$2"
+ready() {  # $1 netns, $2 overlay address: l2tpeth0 is administratively up and addressed
+  ip -n "$1" -o link show dev l2tpeth0 2>/dev/null | grep -q '<[^>]*,UP[,>]' &&
+    ip -n "$1" -o addr show dev l2tpeth0 2>/dev/null | grep -q "inet $2 "
 }
 for _ in $(seq 1 120); do
   if ready "$A" 198.51.100.1 && ready "$B" 198.51.100.2; then break; fi

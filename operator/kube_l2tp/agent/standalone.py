@@ -56,15 +56,18 @@ class Agent:
 
     def reconcile_once(self) -> Result:
         snapshot = self.source.load()
-        for problem in snapshot.problems:
-            level = logging.ERROR if problem.severity is Severity.ERROR else logging.WARNING
-            log.log(level, "%s", problem.render())
+        if self.snapshot is None or snapshot.problems != self.snapshot.problems:
+            for problem in snapshot.problems:  # said once, not at every resync
+                level = logging.ERROR if problem.severity is Severity.ERROR else logging.WARNING
+                log.log(level, "%s", problem.render())
         desired = desired_state(snapshot.resources, self.config.node)
         started = time.monotonic()
         result = reconcile(self.kernel, desired, self.owned, save=self.store.save)
         result = _mark_invalid(result, snapshot)
         seconds = time.monotonic() - started
-        log.info(
+        quiet = result.writes == 0 and result.converged  # a resync that found nothing to do
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "reconciled in %.3fs: %d writes, %d/%d ready",
             seconds,
             result.writes,
@@ -106,7 +109,7 @@ class Agent:
                 why = why or "periodic resync"
             if not why:
                 continue
-            log.info("reconcile: %s", why)
+            log.debug("reconcile: %s", why)
             try:
                 self.reconcile_once()
             except KernelError as exc:
