@@ -709,3 +709,24 @@ def test_once_cli_reports_per_object_and_exit_code(two_sites: TwoSites, tmp_path
     assert re.search(r"site-a-1\s+3000\s+1000\s+2000\s+l2tpeth0\s+1488\s+up\s+kube-l2tp", status), (
         status
     )
+
+
+def test_sigterm_stops_without_touching_the_kernel(two_sites: TwoSites, tmp_path: Path) -> None:
+    agent = subprocess.Popen(
+        [
+            *("ip", "netns", "exec", two_sites.a, "kube-l2tp", "agent", "--node", "site-a"),
+            *("--manifests", "embedded", "--state-dir", str(tmp_path)),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: "198.51.100.1" in ip(two_sites.a, "addr", "show", "dev", "l2tpeth0"), 60)
+        before = l2tp_show(two_sites.a) + ip(two_sites.a, "addr", "show", "dev", "l2tpeth0")
+        agent.terminate()  # SIGTERM
+        _, err = agent.communicate(timeout=30)
+    finally:
+        agent.kill()
+    assert agent.returncode == 0, err
+    assert "stopping; kernel state is left as it is" in err
+    assert l2tp_show(two_sites.a) + ip(two_sites.a, "addr", "show", "dev", "l2tpeth0") == before
