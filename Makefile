@@ -45,8 +45,11 @@ test: lint unit kernel
 demo: venv deps
 	bash scripts/demo.sh
 
+# Runs in the VM; writes BENCHMARKS.md (machine, date, kernel, figures, ratios).
 bench: venv deps
-	bash scripts/vm.sh tests/bench/run-in-guest.sh
+	bash scripts/vm.sh tests/bench/run-in-guest.sh $(ARGS) | tee .bench.out
+	sed -n '/^=== BENCHMARKS.md ===$$/,/^=== end ===$$/p' .bench.out | sed '1d;$$d' > BENCHMARKS.md
+	rm -f .bench.out
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

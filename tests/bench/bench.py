@@ -1,0 +1,136 @@
+"""Benchmarks of the agent against iproute2 in the same guest (make bench).
+
+Measures cold programming of N tunnel+session pairs (UDP, interface up with an MTU) three ways
+(the agent, `ip -batch` with the same commands, a shell loop of `ip` commands), a restart over
+N live sessions (time and kernel writes), and removal of N (the agent, which deletes tunnels and
+lets the kernel cascade, against `ip -batch` deleting the same tunnels). Each runs in a fresh
+network namespace. Prints markdown between markers for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
+from helpers import in_netns  # noqa: E402
+
+from kube_l2tp.api.model import Resources, Session, Tunnel, Udp, Interface  # noqa: E402
+from kube_l2tp.core.desired import Owned, desired_state  # noqa: E402
+from kube_l2tp.core.reconcile import reconcile  # noqa: E402
+from kube_l2tp.core.render import render  # noqa: E402
+from kube_l2tp.netlink.kernel import Kernel  # noqa: E402
+
+NODE = "bench"
+
+
+def resources(n: int) -> Resources:
+    tunnels, sessions = [], []
+    for i in range(n):
+        tid = 1 + i
+        tunnels.append(
+            Tunnel(f"t{i}", NODE, tid, tid, "192.0.2.1", "192.0.2.2", "udp", Udp(10000 + i, 10000 + i))
+        )
+        sessions.append(
+            Session(f"s{i}", f"t{i}", 1, 1, interface_name=f"pw{i}", interface=Interface(mtu=1400))
+        )
+    return Resources(tuple(tunnels), tuple(sessions))
+
+
+@contextmanager
+def namespace() -> Iterator[str]:
+    name = f"bench-{os.getpid()}-{time.monotonic_ns()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "add", "eth0", "type", "dummy"], check=True)
+    subprocess.run(["ip", "-n", name, "addr", "add", "192.0.2.1/24", "dev", "eth0"], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "eth0", "up"], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+        time.sleep(1)  # let the kernel finish tearing the namespace down
+
+
+def ip_commands(res: Resources) -> list[str]:
+    return [c.removeprefix("ip ") for c in render(res).splitlines() if c.startswith("ip ")]
+
+
+def timed(fn: object) -> float:
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def batch(ns: str, commands: list[str]) -> None:
+    subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(commands) + "\n", text=True, check=True)
+
+
+def bench_n(n: int, loop: bool) -> dict[str, float]:
+    res = resources(n)
+    out: dict[str, float] = {}
+    with namespace() as ns:
+        owned = Owned()
+        with in_netns(ns), Kernel() as kernel:
+            desired = desired_state(res, NODE)
+            start = time.perf_counter()
+            result = reconcile(kernel, desired, owned)
+            out["agent"] = time.perf_counter() - start
+            assert result.converged, [r for r in result.results.values() if not r.ready][:3]
+            start = time.perf_counter()
+            again = reconcile(kernel, desired, owned)
+            out["restart"] = time.perf_counter() - start
+            out["restart_writes"] = again.writes
+            start = time.perf_counter()
+            gone = reconcile(kernel, desired_state(Resources(), NODE), owned)
+            out["agent_remove"] = time.perf_counter() - start
+            assert gone.converged and not kernel.dump_tunnels()
+    commands = ip_commands(res)
+    with namespace() as ns:
+        out["batch"] = timed(lambda: batch(ns, commands))
+        deletes = [f"l2tp del tunnel tunnel_id {t.tunnel_id}" for t in res.tunnels]
+        out["batch_remove"] = timed(lambda: batch(ns, deletes))
+    if loop:
+        with namespace() as ns:
+            out["loop"] = timed(
+                lambda: [subprocess.run(["ip", "-n", ns, *c.split()], check=True) for c in commands]
+            )
+    return out
+
+
+def main() -> None:
+    sizes = [int(a) for a in sys.argv[1:]] or [100, 1000]
+    rows = []
+    for n in sizes:
+        r = bench_n(n, loop=n <= 100)
+        rows.append((n, r))
+        print(f"N={n}: {r}", file=sys.stderr)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    print("=== BENCHMARKS.md ===")
+    print("# Benchmarks\n")
+    print(f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}")
+    print(f"- guest kernel: {platform.release()} under QEMU TCG (software emulation), {os.cpu_count()} vCPUs")
+    print(f"- CPU: {cpu}; python {platform.python_version()}")
+    print("- every figure in one guest boot; compare ratios, not absolute times (TCG is slow)\n")
+    print("## Cold programming of N tunnel+session pairs (UDP, link up, MTU 1400)\n")
+    print("| N | agent | ip -batch | agent / batch | shell loop | loop / agent |")
+    print("|---|---|---|---|---|---|")
+    for n, r in rows:
+        loop = f"{r['loop']:.2f} s | {r['loop'] / r['agent']:.0f}x" if "loop" in r else "not run | -"
+        print(f"| {n} | {r['agent']:.2f} s | {r['batch']:.2f} s | {r['agent'] / r['batch']:.2f} | {loop} |")
+    print("\n## Restart over N live sessions, and removal of N\n")
+    print("| N | restart (converged check) | kernel writes | agent removal | ip -batch del tunnel |")
+    print("|---|---|---|---|---|")
+    for n, r in rows:
+        print(f"| {n} | {r['restart']:.2f} s | {int(r['restart_writes'])} | {r['agent_remove']:.2f} s | {r['batch_remove']:.2f} s |")
+    print("=== end ===")
+
+
+if __name__ == "__main__":
+    main()
