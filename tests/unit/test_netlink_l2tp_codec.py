@@ -28,6 +28,7 @@ from kube_l2tp.netlink.l2tp import (
     L2TP_CMD_TUNNEL_GET,
     L2tp,
     L2tpEvent,
+    L2tpEvents,
     NetlinkReplyError,
     decode_sessions,
     decode_sessions_pyroute2,
@@ -301,6 +302,42 @@ def test_stats_attributes_10_and_11_are_read() -> None:
     assert (stats.tx_packets, stats.rx_seq_discards, stats.rx_oos_packets) == (100, 600, 700)
 
 
+def test_stats_in_the_kernels_own_layout_take_the_one_unpack_path() -> None:
+    order = (1, 2, 3, 4, 5, 6, 10, 7, 8, 11)  # l2tp_nl_session_send in 6.1
+    body = b"".join(struct.pack("=HHQ", 12, kind, kind * 100) for kind in order)
+    assert len(body) == nl._STATS_VALUES.size
+    assert nl._stats(body) == Stats(
+        tx_packets=100,
+        tx_bytes=200,
+        tx_errors=300,
+        rx_packets=400,
+        rx_bytes=500,
+        rx_errors=800,
+        rx_seq_discards=600,
+        rx_oos_packets=700,
+        rx_cookie_discards=1000,
+        rx_invalid=1100,
+    )
+    swapped = b"".join(struct.pack("=HHQ", 12, kind, kind * 100) for kind in reversed(order))
+    assert nl._stats(swapped) == nl._stats(body)  # the generic walk, same answer
+
+
+def test_sessions_in_another_attribute_order_take_the_generic_walk() -> None:
+    """The one-unpack head is a shortcut for 6.1's order, not an assumption."""
+    (seed, *_) = [c for c in chunks("session_dump") if len(c) > 40]
+    length = struct.unpack_from("=I", seed)[0]
+    attrs = attr_list(seed[16:length])
+    body = b"".join(
+        struct.pack("=HH", 4 + len(p), kind) + p + b"\0" * (-len(p) % 4)
+        for kind, p in reversed(attrs)
+    )
+    message = struct.pack("=IHHII", 20 + len(body), FAMILY, 2, 1, 0) + seed[16:20] + body
+    done = struct.pack("=IHHIIi", 20, nl.NLMSG_DONE, nl.NLM_F_MULTI, 1, 0, 0)
+    reordered = decode_sessions([message + done])
+    assert reordered == decode_sessions_pyroute2([message + done])
+    assert reordered == decode_sessions([seed])[:1]
+
+
 @pytest.mark.parametrize("dump", ["tunnel_dump", "session_dump"])
 def test_struct_parser_agrees_with_pyroute2_on_captured_bytes(dump: str) -> None:
     if dump == "tunnel_dump":
@@ -344,6 +381,47 @@ def test_events_name_the_command_and_the_ids() -> None:
         L2tpEvent("SESSION_CREATE", 3900, 1900),
         L2tpEvent("SESSION_DELETE", 3900, 1900),
         L2tpEvent("TUNNEL_DELETE", 3900, None),
+    ]
+
+
+def test_drain_reads_what_is_queued_without_blocking() -> None:
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setblocking(False)
+    with L2tpEvents.on_socket(ours) as events, kernel:
+        assert events.drain() == []
+        for chunk in CAPTURES["events"]:
+            kernel.send(bytes.fromhex(chunk))
+        assert [e.cmd for e in events.drain()] == [
+            "TUNNEL_CREATE",
+            "SESSION_CREATE",
+            "SESSION_DELETE",
+            "TUNNEL_DELETE",
+        ]
+        assert events.drain() == []
+
+
+class OverflowingSocket:
+    """recv() as a netlink socket answers after its buffer ran over, then when empty."""
+
+    def __init__(self) -> None:
+        self.answers: list[bytes | OSError] = [
+            OSError(errno.ENOBUFS, "No buffer space available"),
+            bytes.fromhex(CAPTURES["events"][0]),
+            BlockingIOError(errno.EAGAIN, "empty"),
+        ]
+
+    def recv(self, size: int) -> bytes:
+        answer = self.answers.pop(0)
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+
+def test_lost_events_are_reported_as_overflow() -> None:
+    events = L2tpEvents.on_socket(OverflowingSocket())  # type: ignore[arg-type]
+    assert events.drain() == [
+        L2tpEvent("OVERFLOW", 0, None),
+        L2tpEvent("TUNNEL_CREATE", 3900, None),
     ]
 
 

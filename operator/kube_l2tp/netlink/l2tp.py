@@ -433,10 +433,11 @@ def _error_message(buf: bytes, offset: int, length: int, flags: int) -> str:
     return tlvs.get(NLMSGERR_ATTR_MSG, b"").rstrip(b"\0").decode(errors="replace")
 
 
-def iter_messages(chunks: Iterable[bytes]) -> Iterator[tuple[int, RawAttrs]]:
-    """(genl cmd, attributes) for each L2TP message in dump replies; raises on NLMSG_ERROR.
+def iter_spans(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes, int, int]]:
+    """(genl cmd, buffer, start, end of its attributes) per L2TP message of a reply.
 
-    Stops at NLMSG_DONE. Each chunk is what one recv() returned: whole netlink messages.
+    Raises NetlinkReplyError on an NLMSG_ERROR with a code, stops at NLMSG_DONE. Each chunk is
+    what one recv() returned: whole netlink messages.
     """
     unpack_hdr = _NLMSGHDR.unpack_from
     for buf in chunks:
@@ -452,31 +453,41 @@ def iter_messages(chunks: Iterable[bytes]) -> Iterator[tuple[int, RawAttrs]]:
                 if code:
                     raise NetlinkReplyError(code, _error_message(buf, offset, length, flags))
             elif length >= _HDRLEN:
-                yield buf[offset + 16], _walk_attrs(buf, offset + _HDRLEN, offset + length)
+                yield buf[offset + 16], buf, offset + _HDRLEN, offset + length
             offset += (length + 3) & ~3
+
+
+def iter_messages(chunks: Iterable[bytes]) -> Iterator[tuple[int, RawAttrs]]:
+    """(genl cmd, attributes) per L2TP message of a reply; see iter_spans."""
+    for cmd, buf, start, end in iter_spans(chunks):
+        yield cmd, _walk_attrs(buf, start, end)
 
 
 # Stats fields in declaration order, by kernel attribute number (STATS_PAD and unknowns skipped).
 _STATS_POSITION: Final = {
     kind: list(Stats.__dataclass_fields__).index(name) for kind, name in _STATS_FIELDS.items()
 }
-# 6.1 sends ten u64 counters without pads (64-bit arches): one unpack reads them all.
-_STATS_10: Final = struct.Struct("=" + "HHQ" * 10)
+# What 6.1 sends on 64-bit arches: ten u64 counters in this order, no pads. One unpack reads the
+# headers, one the values; anything else takes the generic walk.
+_STATS_ORDER: Final = (1, 2, 3, 4, 5, 6, 10, 7, 8, 11)
+_STATS_HEADERS: Final = struct.Struct("=" + "I8x" * 10)
+_STATS_VALUES: Final = struct.Struct("=" + "4xQ" * 10)
+_STATS_EXPECTED: Final = tuple(
+    struct.unpack("=I", _NLA_HDR.pack(12, kind))[0] for kind in _STATS_ORDER
+)
+_STATS_PERMUTATION: Final = tuple(
+    _STATS_ORDER.index(kind) for kind in sorted(_STATS_POSITION, key=_STATS_POSITION.__getitem__)
+)
 
 
 def _stats(payload: bytes | None) -> Stats:
     if not payload:
         return Stats()
+    if len(payload) == _STATS_VALUES.size and _STATS_HEADERS.unpack(payload) == _STATS_EXPECTED:
+        v = _STATS_VALUES.unpack(payload)
+        return Stats(*[v[i] for i in _STATS_PERMUTATION])
     values = [0] * len(_STATS_POSITION)
     position = _STATS_POSITION.get
-    if len(payload) == _STATS_10.size:
-        flat = _STATS_10.unpack(payload)
-        if all(length == 12 for length in flat[::3]):
-            for kind, value in zip(flat[1::3], flat[2::3], strict=True):
-                index = position(kind & NLA_TYPE_MASK)
-                if index is not None:
-                    values[index] = value
-            return Stats(*values)
     unpack_hdr, unpack_u64 = _NLA_HDR.unpack_from, _U64.unpack_from
     offset, end = 0, len(payload)
     while offset + 4 <= end:
@@ -519,28 +530,72 @@ def tunnel_from_attrs(attrs: RawAttrs) -> ObservedTunnel:
     return ObservedTunnel(config=config, stats=_stats(attrs.get(L2TP_ATTR_STATS)))
 
 
-def session_from_attrs(attrs: RawAttrs) -> ObservedSession:
-    """One SESSION_GET message as a SessionConfig (ifname: the actual name) plus counters.
+# 6.1 starts every session message with CONN_ID, SESSION_ID, PEER_CONN_ID, PEER_SESSION_ID,
+# DEBUG (u32 each) and PW_TYPE (u16): one unpack reads the lot when the headers are as expected.
+_SESSION_HEAD: Final = struct.Struct("=" + "II" * 5 + "IH2x")
+_SESSION_HEAD_EXPECTED: Final = tuple(
+    struct.unpack("=I", _NLA_HDR.pack(length, kind))[0]
+    for length, kind in ((8, 9), (8, 11), (8, 10), (8, 12), (8, 17), (6, 1))
+)
+
+
+def session_at(buf: bytes, start: int, end: int) -> ObservedSession:
+    """The SESSION_GET message whose attributes span buf[start:end], with counters.
 
     Kernels up to at least 6.1 do not report the L2-specific sublayer type: it is decoded when
-    present and otherwise reported as "default" (see the module's report on state.py).
+    present and otherwise reported as "default".
     """
-    l2spec = attrs.get(L2TP_ATTR_L2SPEC_TYPE)
-    ifname = attrs.get(L2TP_ATTR_IFNAME)
-    recv_seq = attrs.get(L2TP_ATTR_RECV_SEQ)
-    send_seq = attrs.get(L2TP_ATTR_SEND_SEQ)
+    tunnel_id = session_id = peer_session_id = 0
+    pos = start
+    if end - start >= _SESSION_HEAD.size:
+        head = _SESSION_HEAD.unpack_from(buf, start)
+        if head[0::2] == _SESSION_HEAD_EXPECTED:
+            tunnel_id, session_id, peer_session_id = head[1], head[3], head[7]
+            pos += _SESSION_HEAD.size
+    cookie = peer_cookie = b""
+    ifname = None
+    l2spec = L2TP_L2SPECTYPE_DEFAULT
+    send_seq = recv_seq = 0
+    stats = None
+    unpack_hdr, unpack_u32 = _NLA_HDR.unpack_from, _U32.unpack_from
+    while pos + 4 <= end:
+        length, kind = unpack_hdr(buf, pos)
+        if length < 4:
+            break
+        kind &= NLA_TYPE_MASK
+        if kind == L2TP_ATTR_STATS:
+            stats = buf[pos + 4 : pos + length]
+        elif kind == L2TP_ATTR_IFNAME:
+            ifname = buf[pos + 4 : pos + length].rstrip(b"\0").decode()
+        elif kind == L2TP_ATTR_RECV_SEQ:
+            recv_seq = buf[pos + 4]
+        elif kind == L2TP_ATTR_SEND_SEQ:
+            send_seq = buf[pos + 4]
+        elif kind == L2TP_ATTR_COOKIE:
+            cookie = buf[pos + 4 : pos + length]
+        elif kind == L2TP_ATTR_PEER_COOKIE:
+            peer_cookie = buf[pos + 4 : pos + length]
+        elif kind == L2TP_ATTR_L2SPEC_TYPE:
+            l2spec = buf[pos + 4]
+        elif kind == L2TP_ATTR_CONN_ID:
+            tunnel_id = unpack_u32(buf, pos + 4)[0]
+        elif kind == L2TP_ATTR_SESSION_ID:
+            session_id = unpack_u32(buf, pos + 4)[0]
+        elif kind == L2TP_ATTR_PEER_SESSION_ID:
+            peer_session_id = unpack_u32(buf, pos + 4)[0]
+        pos += (length + 3) & ~3
     config = SessionConfig(
-        tunnel_id=_U32.unpack(attrs[L2TP_ATTR_CONN_ID])[0],
-        session_id=_U32.unpack(attrs[L2TP_ATTR_SESSION_ID])[0],
-        peer_session_id=_U32.unpack(attrs[L2TP_ATTR_PEER_SESSION_ID])[0],
-        cookie=attrs.get(L2TP_ATTR_COOKIE, b""),
-        peer_cookie=attrs.get(L2TP_ATTR_PEER_COOKIE, b""),
-        l2spec_type="none" if l2spec and l2spec[0] == L2TP_L2SPECTYPE_NONE else "default",
-        send_seq=bool(send_seq and send_seq[0]),
-        recv_seq=bool(recv_seq and recv_seq[0]),
-        ifname=ifname.rstrip(b"\0").decode() if ifname else None,
+        tunnel_id,
+        session_id,
+        peer_session_id,
+        cookie,
+        peer_cookie,
+        "none" if l2spec == L2TP_L2SPECTYPE_NONE else "default",
+        bool(send_seq),
+        bool(recv_seq),
+        ifname,
     )
-    return ObservedSession(config=config, stats=_stats(attrs.get(L2TP_ATTR_STATS)))
+    return ObservedSession(config, _stats(stats))
 
 
 def decode_tunnels(chunks: Iterable[bytes]) -> list[ObservedTunnel]:
@@ -549,7 +604,9 @@ def decode_tunnels(chunks: Iterable[bytes]) -> list[ObservedTunnel]:
 
 def decode_sessions(chunks: Iterable[bytes]) -> list[ObservedSession]:
     return [
-        session_from_attrs(a) for cmd, a in iter_messages(chunks) if cmd == L2TP_CMD_SESSION_GET
+        session_at(buf, start, end)
+        for cmd, buf, start, end in iter_spans(chunks)
+        if cmd == L2TP_CMD_SESSION_GET
     ]
 
 
@@ -895,6 +952,13 @@ class L2tpEvents:
         except BaseException:
             self._sock.close()
             raise
+
+    @classmethod
+    def on_socket(cls, sock: socket.socket) -> L2tpEvents:
+        """An instance reading a given non-blocking socket (tests replay captured events)."""
+        self = cls.__new__(cls)
+        self._sock = sock
+        return self
 
     def fileno(self) -> int:
         return self._sock.fileno()
