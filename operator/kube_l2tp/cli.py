@@ -107,7 +107,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     config = AgentConfig(args.node, args.manifests, args.state_dir, args.resync)
     try:
         agent = Agent(config, kernel, store)
-        if args.metrics_bind_address:
+        if args.metrics_bind_address not in ("", "off") and not args.once:
             from kube_l2tp.agent.serve import serve_metrics  # noqa: PLC0415
 
             serve_metrics(agent, args.metrics_bind_address)
@@ -197,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-bind-address",
-        default="",
-        help="serve /metrics, /healthz and /readyz here, e.g. 0.0.0.0:9717",
+        default="0.0.0.0:9717",
+        help="serve /metrics, /healthz and /readyz here (default 0.0.0.0:9717; 'off' disables)",
     )
     p.add_argument(
         "--resync", type=float, default=30.0, help="seconds between full resyncs (backstop)"
