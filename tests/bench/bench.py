@@ -14,19 +14,19 @@ import platform
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
-from helpers import in_netns  # noqa: E402
+from helpers import in_netns
 
-from kube_l2tp.api.model import Resources, Session, Tunnel, Udp, Interface  # noqa: E402
-from kube_l2tp.core.desired import Owned, desired_state  # noqa: E402
-from kube_l2tp.core.reconcile import reconcile  # noqa: E402
-from kube_l2tp.core.render import render  # noqa: E402
-from kube_l2tp.netlink.kernel import Kernel  # noqa: E402
+from kube_l2tp.api.model import Interface, Resources, Session, Tunnel, Udp
+from kube_l2tp.core.desired import Owned, desired_state
+from kube_l2tp.core.reconcile import reconcile
+from kube_l2tp.core.render import render
+from kube_l2tp.netlink.kernel import Kernel
 
 NODE = "bench"
 
@@ -36,7 +36,9 @@ def resources(n: int) -> Resources:
     for i in range(n):
         tid = 1 + i
         tunnels.append(
-            Tunnel(f"t{i}", NODE, tid, tid, "192.0.2.1", "192.0.2.2", "udp", Udp(10000 + i, 10000 + i))
+            Tunnel(
+                f"t{i}", NODE, tid, tid, "192.0.2.1", "192.0.2.2", "udp", Udp(10000 + i, 10000 + i)
+            )
         )
         sessions.append(
             Session(f"s{i}", f"t{i}", 1, 1, interface_name=f"pw{i}", interface=Interface(mtu=1400))
@@ -69,7 +71,9 @@ def timed(fn: object) -> float:
 
 
 def batch(ns: str, commands: list[str]) -> None:
-    subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(commands) + "\n", text=True, check=True)
+    subprocess.run(
+        ["ip", "-n", ns, "-batch", "-"], input="\n".join(commands) + "\n", text=True, check=True
+    )
 
 
 def bench_n(n: int, loop: bool) -> dict[str, float]:
@@ -111,24 +115,44 @@ def main() -> None:
         r = bench_n(n, loop=n <= 100)
         rows.append((n, r))
         print(f"N={n}: {r}", file=sys.stderr)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
     print("=== BENCHMARKS.md ===")
     print("# Benchmarks\n")
     print(f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}")
-    print(f"- guest kernel: {platform.release()} under QEMU TCG (software emulation), {os.cpu_count()} vCPUs")
+    print(
+        f"- guest kernel: {platform.release()} under QEMU TCG (software emulation),"
+        f" {os.cpu_count()} vCPUs"
+    )
     print(f"- CPU: {cpu}; python {platform.python_version()}")
     print("- every figure in one guest boot; compare ratios, not absolute times (TCG is slow)\n")
     print("## Cold programming of N tunnel+session pairs (UDP, link up, MTU 1400)\n")
     print("| N | agent | ip -batch | agent / batch | shell loop | loop / agent |")
     print("|---|---|---|---|---|---|")
     for n, r in rows:
-        loop = f"{r['loop']:.2f} s | {r['loop'] / r['agent']:.0f}x" if "loop" in r else "not run | -"
-        print(f"| {n} | {r['agent']:.2f} s | {r['batch']:.2f} s | {r['agent'] / r['batch']:.2f} | {loop} |")
+        loop = (
+            f"{r['loop']:.2f} s | {r['loop'] / r['agent']:.0f}x" if "loop" in r else "not run | -"
+        )
+        print(
+            f"| {n} | {r['agent']:.2f} s | {r['batch']:.2f} s"
+            f" | {r['agent'] / r['batch']:.2f} | {loop} |"
+        )
     print("\n## Restart over N live sessions, and removal of N\n")
-    print("| N | restart (converged check) | kernel writes | agent removal | ip -batch del tunnel |")
+    print(
+        "| N | restart (converged check) | kernel writes | agent removal | ip -batch del tunnel |"
+    )
     print("|---|---|---|---|---|")
     for n, r in rows:
-        print(f"| {n} | {r['restart']:.2f} s | {int(r['restart_writes'])} | {r['agent_remove']:.2f} s | {r['batch_remove']:.2f} s |")
+        print(
+            f"| {n} | {r['restart']:.2f} s | {int(r['restart_writes'])}"
+            f" | {r['agent_remove']:.2f} s | {r['batch_remove']:.2f} s |"
+        )
     print("=== end ===")
 
 
