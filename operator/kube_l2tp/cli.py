@@ -104,7 +104,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
     except KernelError as exc:
         print(f"kube-l2tp agent: {exc}", file=sys.stderr)
         return 2
-    config = AgentConfig(args.node, args.manifests, args.state_dir, args.resync)
+    config = AgentConfig(
+        args.node,
+        args.manifests,
+        args.state_dir,
+        args.resync,
+        peer_silence_window=args.peer_silence_window,
+    )
     try:
         agent = Agent(config, kernel, store)
         if args.metrics_bind_address not in ("", "off") and not args.once:
@@ -202,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--resync", type=float, default=30.0, help="seconds between full resyncs (backstop)"
+    )
+    p.add_argument(
+        "--peer-silence-window",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a session that sent packets and received none for this long is PeerSilent"
+        " (default 60)",
     )
     p.set_defaults(func=cmd_agent)
 

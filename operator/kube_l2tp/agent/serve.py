@@ -2,6 +2,10 @@
 
 Liveness depends only on the agent's own loop (never on the API server: losing the API must not
 restart a data-plane agent); readiness needs a first reconcile to have completed.
+
+/metrics serves the agent's own metrics (metrics.agent) and the kernel's counters of the objects
+it manages (metrics.kernel), read at scrape time through a socket of the scraping threads' own:
+one tunnel dump and one session dump per scrape.
 """
 
 from __future__ import annotations
@@ -13,20 +17,75 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from kube_l2tp.agent.source import Snapshot
 from kube_l2tp.agent.standalone import Agent
+from kube_l2tp.core.liveness import Liveness
 from kube_l2tp.core.reconcile import Result
+from kube_l2tp.core.state import ObservedSession, ObservedTunnel
 from kube_l2tp.metrics.agent import AgentMetrics
+from kube_l2tp.metrics.kernel import Dump, KernelCollector, Names, SessionKey
+from kube_l2tp.netlink.l2tp import L2tp
 
 DEFAULT_PORT = 9717
 
 
-def serve_metrics(agent: Agent, address: str) -> ThreadingHTTPServer:
-    host, _, port = address.rpartition(":")
+class KernelScraper:
+    """Dumps for the scraping threads, on a socket the agent's loop never uses.
+
+    Netlink sockets are not shared between threads here; the HTTP server's threads take turns on
+    this one. The standalone agent process lives in one network namespace, so the socket (opened
+    on first use, reopened after a failure) sees the same kernel objects as the agent.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._l2tp: L2tp | None = None
+
+    def __call__(self) -> tuple[list[ObservedTunnel], list[ObservedSession]]:
+        with self._lock:
+            if self._l2tp is None:
+                self._l2tp = L2tp()  # KernelError(NOT_SUPPORTED) without L2TP
+            try:
+                return self._l2tp.dump_tunnels(), self._l2tp.dump_sessions()
+            except BaseException:
+                self._l2tp.close()
+                self._l2tp = None
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._l2tp is not None:
+                self._l2tp.close()
+                self._l2tp = None
+
+
+def build_registry(agent: Agent, dump: Dump | None = None) -> CollectorRegistry:
+    """The agent's /metrics: its own metrics, fed by on_result, and the kernel collector."""
     registry = CollectorRegistry()
     metrics = AgentMetrics(registry, agent.config.node)
-    state = {"ready": False}
 
     def on_result(_snapshot: Snapshot, result: Result, seconds: float) -> None:
-        metrics.observe(result, seconds)
+        metrics.observe(result, seconds, agent.trigger)
+
+    def peers() -> dict[SessionKey, Liveness]:
+        return {k: v.state for k, v in agent.liveness.verdicts().items()}
+
+    agent.on_result.append(on_result)
+    registry.register(
+        KernelCollector(
+            agent.config.node,
+            dump if dump is not None else KernelScraper(),
+            lambda: Names.of(agent.desired),
+            peers,
+        )
+    )
+    return registry
+
+
+def serve_metrics(agent: Agent, address: str) -> ThreadingHTTPServer:
+    host, _, port = address.rpartition(":")
+    registry = build_registry(agent)
+    state = {"ready": False}
+
+    def on_result(_snapshot: Snapshot, _result: Result, _seconds: float) -> None:
         state["ready"] = True
 
     agent.on_result.append(on_result)

@@ -2,7 +2,9 @@
 
 It reconciles when the directory changes, when the kernel reports an L2TP or link change (the
 "l2tp" genl group and rtnetlink), and every --resync seconds as a backstop. Events are hints
-only: every reconcile re-reads the whole state. SIGTERM and SIGINT stop it between reconciles
+only: every reconcile re-reads the whole state. Between reconciles it samples its sessions'
+counters every SAMPLE_SECONDS for peer liveness (core.liveness), reusing the session dump of a
+reconcile when there was one. SIGTERM and SIGINT stop it between reconciles
 without touching the kernel: pseudowires outlive the agent.
 """
 
@@ -16,14 +18,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from kube_l2tp.agent.source import ManifestSource, Snapshot
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.api.problems import Severity
-from kube_l2tp.core.desired import desired_state
+from kube_l2tp.core.desired import Desired, desired_state
+from kube_l2tp.core.liveness import DEFAULT_WINDOW_SECONDS, LivenessTracker, PeerVerdict, Sample
+from kube_l2tp.core.plan import session_subject
+from kube_l2tp.core.ports import KernelPort
 from kube_l2tp.core.reconcile import ObjectResult, Result, reconcile
-from kube_l2tp.core.state import KernelError
+from kube_l2tp.core.state import KernelError, ObservedSession
 from kube_l2tp.netlink.kernel import Kernel
 from kube_l2tp.netlink.l2tp import L2tpEvents
 from kube_l2tp.netlink.links import LinkEvents
@@ -32,6 +37,7 @@ log = logging.getLogger("kube_l2tp.agent")
 
 POLL_SECONDS = 1.0  # how often the manifest directory is checked for changes
 DEBOUNCE_SECONDS = 0.05  # collect a burst of kernel events into one reconcile
+SAMPLE_SECONDS = 5.0  # peer liveness: how often session counters are sampled at most
 
 
 @dataclass
@@ -40,6 +46,10 @@ class AgentConfig:
     manifests: Path
     state_dir: Path
     resync_seconds: float = 30.0
+    peer_silence_window: float = DEFAULT_WINDOW_SECONDS
+
+
+SessionKey = tuple[int, int]
 
 
 class Agent:
@@ -52,9 +62,71 @@ class Agent:
         self.stop = threading.Event()
         self.last: Result | None = None
         self.snapshot: Snapshot | None = None
+        self.desired: Desired | None = None  # of the last reconcile: what the agent manages
+        self.trigger = ""  # why the last reconcile ran ("start", "kernel event", ...)
         self.on_result: list[Callable[[Snapshot, Result, float], None]] = []
+        self.liveness: LivenessTracker[SessionKey] = LivenessTracker(config.peer_silence_window)
+        # Called with peer_verdicts() whenever a session's verdict changes (for conditions).
+        self.on_liveness: list[Callable[[dict[str, PeerVerdict]], None]] = []
+        self._sampled: tuple[float, list[ObservedSession]] | None = None
+        self._last_sample = float("-inf")
 
-    def reconcile_once(self) -> Result:
+    def peer_verdicts(self) -> dict[str, PeerVerdict]:
+        """Peer liveness per managed session, keyed by subject ("L2TPSession/name")."""
+        desired = self.desired
+        if desired is None:
+            return {}
+        verdicts = self.liveness.verdicts()
+        return {
+            session_subject(s.name): verdicts[key]
+            for key, s in desired.sessions.items()
+            if key in verdicts
+        }
+
+    def sample_liveness(self, now: float | None = None) -> None:
+        """Feed the managed sessions' counters to the liveness tracker.
+
+        Reuses the session dump of the reconcile that just ran, else makes one dump.
+        """
+        desired = self.desired
+        if desired is None:
+            return
+        now = time.monotonic() if now is None else now
+        if self._sampled is not None:
+            at, sessions = self._sampled
+            self._sampled = None
+        else:
+            try:
+                at, sessions = now, self.kernel.dump_sessions()
+            except KernelError as exc:
+                log.debug("liveness sample skipped: %s", exc)
+                return
+        self._last_sample = at
+        before = self.liveness.verdicts()
+        for s in sessions:
+            key = (s.config.tunnel_id, s.config.session_id)
+            if key in desired.sessions:
+                self.liveness.observe(key, Sample(at, s.stats.tx_packets, s.stats.rx_packets))
+        self.liveness.retain(set(desired.sessions))
+        after = self.liveness.verdicts()
+        changed = {k for k, v in after.items() if before.get(k, v).state is not v.state}
+        for key in changed:
+            v = after[key]
+            name = desired.sessions[key].name
+            level = logging.WARNING if v.state.value == "PeerSilent" else logging.INFO
+            log.log(level, "%s: %s: %s", session_subject(name), v.state.value, v.message)
+        if changed:
+            verdicts = self.peer_verdicts()
+            for callback in self.on_liveness:
+                callback(verdicts)
+
+    def sample_due(self, now: float) -> bool:
+        return now - self._last_sample >= SAMPLE_SECONDS
+
+    def _record_sessions(self, sessions: list[ObservedSession]) -> None:
+        self._sampled = (time.monotonic(), sessions)
+
+    def reconcile_once(self, why: str = "start") -> Result:
         snapshot = self.source.load()
         if self.snapshot is None or snapshot.problems != self.snapshot.problems:
             for problem in snapshot.problems:  # said once, not at every resync
@@ -62,7 +134,8 @@ class Agent:
                 log.log(level, "%s", problem.render())
         desired = desired_state(snapshot.resources, self.config.node)
         started = time.monotonic()
-        result = reconcile(self.kernel, desired, self.owned, save=self.store.save)
+        recording = _Recording(self.kernel, self._record_sessions)
+        result = reconcile(recording, desired, self.owned, save=self.store.save)
         result = _mark_invalid(result, snapshot)
         seconds = time.monotonic() - started
         quiet = result.writes == 0 and result.converged  # a resync that found nothing to do
@@ -77,7 +150,7 @@ class Agent:
         for r in result.results.values():
             if not r.ready:
                 log.warning("%s: %s: %s", r.subject, r.reason, r.message)
-        self.last, self.snapshot = result, snapshot
+        self.last, self.snapshot, self.desired, self.trigger = result, snapshot, desired, why
         for callback in self.on_result:
             callback(snapshot, result, seconds)
         return result
@@ -89,11 +162,14 @@ class Agent:
         for source in events:
             selector.register(source.fileno(), selectors.EVENT_READ, source)
         signature = self.source.signature()
-        self.reconcile_once()
+        self.reconcile_once("start")
+        self.sample_liveness()
         _drain(events)  # our own writes
         next_resync = time.monotonic() + self.config.resync_seconds
         while not self.stop.is_set():
             timeout = min(POLL_SECONDS, max(0.0, next_resync - time.monotonic()))
+            if self.sample_due(time.monotonic()):
+                self.sample_liveness()
             ready = selector.select(timeout)
             if self.stop.is_set():
                 break
@@ -111,14 +187,32 @@ class Agent:
                 continue
             log.debug("reconcile: %s", why)
             try:
-                self.reconcile_once()
+                self.reconcile_once(why)
             except KernelError as exc:
                 log.error("reconcile failed: %s", exc)
+            if self.sample_due(time.monotonic()):
+                self.sample_liveness()  # with the dump the reconcile just made
             _drain(events)
             next_resync = time.monotonic() + self.config.resync_seconds
         for source in events:
             selector.unregister(source.fileno())
             source.close()
+
+
+class _Recording:
+    """The kernel port, remembering the last session dump (so liveness needs no dump of its own)."""
+
+    def __init__(self, kernel: KernelPort, record: Callable[[list[ObservedSession]], None]):
+        self._kernel = kernel
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kernel, name)
+
+    def dump_sessions(self) -> list[ObservedSession]:
+        sessions = self._kernel.dump_sessions()
+        self._record(sessions)
+        return sessions
 
 
 def _subscribe() -> list[L2tpEvents | LinkEvents]:

@@ -1,10 +1,32 @@
-"""The agent's own metrics (kube_l2tp_*): reconcile health and what it manages."""
+"""The agent's own metrics (kube_l2tp_*): reconcile health and what it manages.
+
+The kernel's counters, L2TP support and peer liveness are read at scrape time by
+metrics.kernel.KernelCollector; this module holds what the agent's loop records.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kube_l2tp.core.reconcile import Result
+
+# Reconciles not caused by a change of the declared state: their writes repair drift.
+DRIFT_TRIGGERS = frozenset({"kernel event", "periodic resync"})
+
+METRIC_NAMES = frozenset(
+    {
+        "kube_l2tp_reconcile_total",
+        "kube_l2tp_reconcile_errors_total",
+        "kube_l2tp_reconcile_duration_seconds_bucket",
+        "kube_l2tp_reconcile_duration_seconds_sum",
+        "kube_l2tp_reconcile_duration_seconds_count",
+        "kube_l2tp_kernel_writes_total",
+        "kube_l2tp_drift_repairs_total",
+        "kube_l2tp_managed_objects",
+        "kube_l2tp_agent_ready",
+        "kube_l2tp_api_connected",
+    }
+)
 
 
 class AgentMetrics:
@@ -28,6 +50,26 @@ class AgentMetrics:
         self.writes = Counter(
             "kube_l2tp_kernel_writes", "Kernel write requests made.", ["node"], registry=registry
         ).labels(node)
+        self.drift_repairs = Counter(
+            "kube_l2tp_drift_repairs",
+            "Kernel writes made by reconciles triggered by a kernel event or the periodic resync"
+            " (not by a change of the declared state): repairs of drift and tampering.",
+            ["node"],
+            registry=registry,
+        ).labels(node)
+        self.ready = Gauge(
+            "kube_l2tp_agent_ready",
+            "1 once the agent has completed its first reconcile (what /readyz says).",
+            ["node"],
+            registry=registry,
+        ).labels(node)
+        self.api_connected = Gauge(
+            "kube_l2tp_api_connected",
+            "1 while the agent's watch on the Kubernetes API is connected"
+            " (absent in the standalone agent, which has no API).",
+            ["node"],
+            registry=registry,
+        )
         self.objects = Gauge(
             "kube_l2tp_managed_objects",
             "Declared objects for this node, by kind and readiness.",
@@ -36,8 +78,16 @@ class AgentMetrics:
         )
         self.node = node
 
-    def observe(self, result: Result, seconds: float) -> None:
+    def set_api_connected(self, connected: bool) -> None:
+        """For the Kubernetes layer; never called standalone, so the series stays absent."""
+        self.api_connected.labels(self.node).set(1 if connected else 0)
+
+    def observe(self, result: Result, seconds: float, trigger: str = "") -> None:
+        """One reconcile; ``trigger`` is the agent's reason for it (see DRIFT_TRIGGERS)."""
         self.reconciles.inc()
+        self.ready.set(1)
+        if trigger in DRIFT_TRIGGERS:
+            self.drift_repairs.inc(result.writes)
         self.duration.observe(seconds)
         self.writes.inc(result.writes)
         if not result.converged:
