@@ -108,6 +108,58 @@ def bench_n(n: int, loop: bool) -> dict[str, float]:
     return out
 
 
+def bench_scrape(n: int, repeat: int = 3) -> dict[str, float]:
+    """One /metrics scrape over N managed sessions against `ip -s l2tp show session`.
+
+    Programs N tunnel+session pairs, then times the kernel collector's full scrape (one tunnel
+    dump, one session dump, the exposition text) and `ip -s l2tp show session` in the same
+    namespace (best of ``repeat``), and the peak Python memory of one scrape (tracemalloc).
+    The issue's bound: a scrape takes at most 2x what ip takes.
+    """
+    import tracemalloc
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from kube_l2tp.metrics.kernel import KernelCollector, Names
+    from kube_l2tp.netlink.l2tp import L2tp
+
+    res = resources(n)
+    out: dict[str, float] = {}
+    with namespace() as ns:
+        with in_netns(ns), Kernel() as kernel:
+            desired = desired_state(res, NODE)
+            assert reconcile(kernel, desired, Owned()).converged
+            with L2tp() as l2tp:  # the scraper's own socket, as the agent's HTTP thread has
+                names = Names.of(desired)
+                collector = KernelCollector(
+                    NODE, lambda: (l2tp.dump_tunnels(), l2tp.dump_sessions()), lambda: names
+                )
+                registry = CollectorRegistry()
+                registry.register(collector)
+                scrapes = []
+                for _ in range(repeat):
+                    start = time.perf_counter()
+                    text = generate_latest(registry)
+                    scrapes.append(time.perf_counter() - start)
+                tracemalloc.start()
+                generate_latest(registry)
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+        ip_times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            subprocess.run(
+                ["ip", "-n", ns, "-s", "l2tp", "show", "session"], check=True, capture_output=True
+            )
+            ip_times.append(time.perf_counter() - start)
+    out["scrape"] = min(scrapes)
+    out["ip_show"] = min(ip_times)
+    out["ratio"] = out["scrape"] / out["ip_show"]
+    out["peak_mib"] = peak / 2**20
+    out["bytes"] = len(text)
+    return out
+
+
 def main() -> None:
     sizes = [int(a) for a in sys.argv[1:]] or [100, 1000]
     rows = []
@@ -152,6 +204,19 @@ def main() -> None:
         print(
             f"| {n} | {r['restart']:.2f} s | {int(r['restart_writes'])}"
             f" | {r['agent_remove']:.2f} s | {r['batch_remove']:.2f} s |"
+        )
+    scrapes = []
+    for n in sizes:
+        r = bench_scrape(n)
+        scrapes.append((n, r))
+        print(f"scrape N={n}: {r}", file=sys.stderr)
+    print("\n## One /metrics scrape of N sessions against `ip -s l2tp show session`\n")
+    print("| N | scrape | ip -s l2tp show session | scrape / ip (bound: 2) | peak memory | text |")
+    print("|---|---|---|---|---|---|")
+    for n, r in scrapes:
+        print(
+            f"| {n} | {r['scrape']:.3f} s | {r['ip_show']:.3f} s | {r['ratio']:.2f}"
+            f" | {r['peak_mib']:.1f} MiB | {r['bytes'] / 1024:.0f} KiB |"
         )
     print("=== end ===")
 
