@@ -14,6 +14,7 @@
 #   VM_TIMEOUT   seconds before the VM is killed (default 3600)
 #   VM_MEMORY    guest memory (default 2G)       VM_CPUS   guest vCPUs (default 2)
 #   VM_VERBOSE   1: show the guest kernel's console (boot messages) on stderr
+#   VM_KERNEL    a kernel image instead of the newest /boot/vmlinuz-*-amd64 (modules must exist)
 #   PYTEST_ARGS, ARGS, CI   passed into the guest's environment unchanged
 #
 # Exit codes: the script's own, or 125 when the VM could not be started, did not boot, or died
@@ -35,10 +36,10 @@ shift
 [[ -f $script ]] || die "no such script: $script (paths are relative to $root)"
 [[ $(realpath "$script") == "$root"/* ]] || die "$script is outside the repository"
 
-kernel=$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -1 || true)
+kernel=${VM_KERNEL:-$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -1 || true)}
 [[ -n $kernel ]] || die "no kernel /boot/vmlinuz-*-amd64 (install linux-image-amd64: make deps)"
-[[ -r $kernel ]] || die "kernel $kernel is not readable"
-kver=${kernel#/boot/vmlinuz-}
+[[ -r $kernel ]] || die "kernel $kernel does not exist or is not readable"
+kver=${kernel##*/vmlinuz-}
 [[ -d /lib/modules/$kver ]] || die "no modules for $kver in /lib/modules (the guest loads L2TP from there)"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (make deps)"
 [[ -x $root/.venv/bin/vng ]] || die "$root/.venv/bin/vng not found (make venv)"

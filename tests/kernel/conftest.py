@@ -30,8 +30,9 @@ def _unfit_reason() -> str | None:
         return "iproute2 (ip) is not installed"
     if proc.returncode != 0:
         # The L2TP generic netlink family is missing: "Error talking to the kernel".
+        said = "; ".join(line for line in proc.stderr.splitlines() if line.strip())
         return (
-            f"kernel {platform.release()} has no L2TP ({proc.stderr.strip()}); "
+            f"kernel {platform.release()} has no L2TP (ip l2tp: {said}); "
             "run the suite in the VM: make kernel"
         )
     missing = [m for m in ("l2tp_eth", "bridge", "8021q", "veth") if not _module_present(m)]

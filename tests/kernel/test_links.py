@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from helpers import NetnsFactory, in_netns, ip, ip_json, link
+from helpers import NetnsFactory, TwoSites, in_netns, ip, ip_json, link
 
 from kube_l2tp.core.state import Address, KernelError, ObservedLink, Outcome
 from kube_l2tp.netlink.links import LinkEvents, Links
@@ -158,10 +159,8 @@ def test_addresses_added_and_deleted_with_and_without_peer(links: Links, ns: str
         links.add_address("veth0", address)
     assert set(_by_name(links)["veth0"].addresses) == set(ADDRESSES)
     assert links.dump() == _ip_view(ns)
-    peers = {
-        (a["local"], a.get("address")) for a in ip_json(ns, "addr", "show", "dev", "veth0")[0][
-            "addr_info"]
-    }  # fmt: skip
+    (info,) = ip_json(ns, "addr", "show", "dev", "veth0")
+    peers = {(a["local"], a.get("address")) for a in info["addr_info"]}
     assert ("198.51.100.1", "198.51.100.2") in peers
     assert ("2001:db8:1::1", "2001:db8:1::2") in peers
     assert ("192.0.2.1", None) in peers
@@ -201,6 +200,27 @@ def test_addr_gen_mode_none_means_no_link_local(links: Links, ns: str) -> None:
     # The control end gets its link-local once the carrier is up; by then veth0 would have too.
     assert _wait_for(lambda: _link_local(ns, "veth1")), "control end never got a link-local"
     assert _link_local(ns, "veth0") == []
+
+
+def test_l2tpeth_has_no_kind_and_cannot_be_deleted_as_a_link(two_sites: TwoSites) -> None:
+    """Kernel 6.1's l2tp_eth has no rtnl_link_ops: no IFLA_INFO_KIND, and RTM_DELLINK is refused.
+
+    So an l2tpeth link is known by the session that names it (L2TP_ATTR_IFNAME), not by its kind,
+    and it goes away with its session.
+    """
+    ns = two_sites.a
+    tunnel = "tunnel_id 3000 peer_tunnel_id 4000 encap udp udp_sport 5000 udp_dport 6000"
+    ip(ns, "l2tp", "add", "tunnel", *tunnel.split(), "local", two_sites.a4, "remote", two_sites.b4)
+    session = "tunnel_id 3000 session_id 1000 peer_session_id 2000"
+    ip(ns, "l2tp", "add", "session", *session.split())
+    with in_netns(ns), Links() as links:
+        l2tpeth = _by_name(links)["l2tpeth0"]
+        assert (l2tpeth.kind, l2tpeth.mtu, l2tpeth.up) == ("", 1446, False)
+        assert "linkinfo" not in link(ns, "l2tpeth0")
+        assert links.dump() == _ip_view(ns)
+        with pytest.raises(KernelError) as excinfo:
+            links.delete_link("l2tpeth0")
+        assert _kernel_error(excinfo) == (errno.EOPNOTSUPP, Outcome.NOT_SUPPORTED)
 
 
 # -- errors, as the kernel really answers them -------------------------------------------------
@@ -296,6 +316,25 @@ def test_links_stay_in_the_namespace_they_were_made_in(netns: NetnsFactory) -> N
         assert "br-first" not in _by_name(two)
     assert [i["ifname"] for i in ip_json(first, "link", "show")] == ["lo", "br-first"]
     assert [i["ifname"] for i in ip_json(second, "link", "show")] == ["lo"]
+
+
+def test_links_refuse_another_thread(links: Links) -> None:
+    """pyroute2 would open a socket in the other thread's namespace: here, the VM's own."""
+    errors: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            links.dump()
+        except BaseException as exc:  # handed back to the test thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=use)
+    worker.start()
+    worker.join()
+    assert len(errors) == 1
+    assert isinstance(errors[0], RuntimeError)
+    assert "thread" in str(errors[0])
+    assert [o.ifname for o in links.dump()] == ["lo"]  # the creating thread still works
 
 
 def test_link_events_count_changes_in_their_own_namespace_only(netns: NetnsFactory) -> None:

@@ -5,8 +5,9 @@ every failure a KernelError whose Outcome says what it means. Requests are built
 ifinfmsg/ifaddrmsg with the kernel's attribute names (IFLA_*, IFA_*), so they read against
 include/uapi/linux/if_link.h and if_addr.h, and skip pyroute2's request normalisation.
 
-Network namespaces: a netlink socket belongs to the namespace of the thread that created it, and
-pyroute2 keeps one socket per thread. Create and use a Links object in one thread.
+Threads: pyroute2 0.9.7 opens a new socket for each thread that uses an IPRoute, in that thread's
+network namespace, so a Links object shared with another thread would silently read and change
+another namespace (and leak sockets). Links refuses that: create it in the thread that uses it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import errno
 import ipaddress
 import socket
 import struct
+import threading
 from types import TracebackType
 from typing import Any, Self
 
@@ -59,6 +61,7 @@ class Links:
         # pyroute2 0.9.7: IPRoute skips NetlinkSocket.__init__, so its public nlm_request() fails
         # with KeyError 'nlm_generator'. False makes it return a tuple, as documented.
         self._ipr.status.setdefault("nlm_generator", False)
+        self._thread = threading.get_ident()
 
     def close(self) -> None:
         self._ipr.close()
@@ -159,17 +162,21 @@ class Links:
         self._request(operation, msg, msg_type, NLM_F_REQUEST | NLM_F_ACK | extra_flags)
 
     def _dump(self, operation: str, msg: _Msg, msg_type: int) -> tuple[_Msg, ...]:
-        for attempt in range(_DUMP_ATTEMPTS):
+        flags = NLM_F_REQUEST | NLM_F_DUMP
+        for _ in range(_DUMP_ATTEMPTS - 1):
             try:
-                return self._request(operation, msg, msg_type, NLM_F_REQUEST | NLM_F_DUMP)
+                return self._request(operation, msg, msg_type, flags)
             except KernelError as exc:
                 if not isinstance(exc.__cause__, NetlinkDumpInterrupted):
                     raise
-                if attempt == _DUMP_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return self._request(operation, msg, msg_type, flags)
 
     def _request(self, operation: str, msg: _Msg, msg_type: int, flags: int) -> tuple[_Msg, ...]:
+        if threading.get_ident() != self._thread:
+            raise RuntimeError(
+                f"{operation}: Links used from a thread other than the one that created it; "
+                "pyroute2 would open a new socket in that thread's network namespace"
+            )
         try:
             return tuple(self._ipr.nlm_request(msg, msg_type=msg_type, msg_flags=flags))
         except (NetlinkError, OSError) as exc:
