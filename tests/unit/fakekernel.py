@@ -52,6 +52,10 @@ class FakeKernel:
     next_index: int = 10
     # the LAC behaviour: a peer sending sequence numbers turns send_seq on
     peer_sends_seq: bool = False
+    # asynchronous teardown: a deleted tunnel stays visible (and its id taken) for this many
+    # more tunnel dumps, as l2tp_tunnel_delete's work item runs later
+    linger_dumps: int = 0
+    lingering: dict[int, list[object]] = field(default_factory=dict)  # id -> [config, dumps left]
 
     def __post_init__(self) -> None:
         for name in ("lo", "eth0", "eth1"):
@@ -65,7 +69,13 @@ class FakeKernel:
 
     # --- dumps
     def dump_tunnels(self) -> list[ObservedTunnel]:
-        return [ObservedTunnel(c) for c in self.tunnels.values()]
+        out = [ObservedTunnel(c) for c in self.tunnels.values()]
+        for tid, entry in list(self.lingering.items()):
+            out.append(ObservedTunnel(entry[0]))  # type: ignore[arg-type]
+            entry[1] = int(entry[1]) - 1  # type: ignore[call-overload]
+            if entry[1] <= 0:
+                del self.lingering[tid]
+        return out
 
     def dump_sessions(self) -> list[ObservedSession]:
         out = []
@@ -95,7 +105,7 @@ class FakeKernel:
     # --- L2TP
     def create_tunnel(self, cfg: TunnelConfig) -> None:
         self.writes.append(f"create_tunnel {cfg.tunnel_id}")
-        if cfg.tunnel_id in self.tunnels:
+        if cfg.tunnel_id in self.tunnels or cfg.tunnel_id in self.lingering:
             raise fail("create tunnel", errno.EEXIST, Outcome.EXISTS)
         if cfg.local not in self.host_addresses:
             raise fail("create tunnel", errno.EADDRNOTAVAIL, Outcome.ADDRESS_NOT_AVAILABLE)
@@ -108,7 +118,9 @@ class FakeKernel:
         self.writes.append(f"delete_tunnel {tunnel_id}")
         if tunnel_id not in self.tunnels:
             raise fail("delete tunnel", errno.ENODEV, Outcome.NOT_FOUND)
-        del self.tunnels[tunnel_id]
+        cfg = self.tunnels.pop(tunnel_id)
+        if self.linger_dumps:
+            self.lingering[tunnel_id] = [cfg, self.linger_dumps]
         for key in [k for k in self.sessions if k[0] == tunnel_id]:
             self._drop_session(key)
 

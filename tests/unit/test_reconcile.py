@@ -312,3 +312,32 @@ def test_session_whose_device_was_deleted_is_replaced() -> None:
     assert result.converged
     assert kernel.writes[:2] == ["delete_session 3000/1000", "create_session 3000/1000"]
     assert kernel.links["l2tpeth0"].up
+
+
+def test_replacing_a_tunnel_waits_for_the_kernels_asynchronous_delete() -> None:
+    """The deleted tunnel is still dumped for a while: it is ours going away, not foreign."""
+    kernel, owned = FakeKernel(linger_dumps=3), Owned()
+    reconcile(
+        kernel,
+        desired_state(from_objects([tunnel(), session()]), NODE),
+        owned,
+        sleep=lambda _: None,
+    )
+    res = from_objects([tunnel(sport=5005), session()])
+    result = reconcile(kernel, desired_state(res, NODE), owned, sleep=lambda _: None)
+    assert result.converged, result.results
+    assert kernel.tunnels[3000].udp_sport == 5005 and (3000, 1000) in kernel.sessions
+    assert not owned.deleting
+
+
+def test_a_delete_still_in_progress_is_not_repeated_across_reconciles() -> None:
+    kernel, owned = FakeKernel(linger_dumps=50), Owned()
+    reconcile(kernel, desired_state(from_objects([tunnel()]), NODE), owned, sleep=lambda _: None)
+    reconcile(kernel, desired_state(Resources(), NODE), owned, sleep=lambda _: None)
+    kernel.writes.clear()
+    again = reconcile(kernel, desired_state(Resources(), NODE), owned, sleep=lambda _: None)
+    assert kernel.writes == [] and again.converged
+    back = reconcile(
+        kernel, desired_state(from_objects([tunnel()]), NODE), owned, sleep=lambda _: None
+    )
+    assert back.results["L2TPTunnel/t1"].reason == "Progressing"  # not Conflict

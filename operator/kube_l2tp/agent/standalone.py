@@ -37,6 +37,7 @@ log = logging.getLogger("kube_l2tp.agent")
 
 POLL_SECONDS = 1.0  # how often the manifest directory is checked for changes
 DEBOUNCE_SECONDS = 0.05  # collect a burst of kernel events into one reconcile
+RETRY_SECONDS = 1.0  # when objects are still Progressing
 SAMPLE_SECONDS = 5.0  # peer liveness: how often session counters are sampled at most
 
 
@@ -155,6 +156,13 @@ class Agent:
             callback(snapshot, result, seconds)
         return result
 
+    def _next_resync(self) -> float:
+        """Soon when the kernel is still finishing something (a delete), else the backstop."""
+        progressing = self.last is not None and any(
+            r.reason == "Progressing" for r in self.last.results.values()
+        )
+        return time.monotonic() + (RETRY_SECONDS if progressing else self.config.resync_seconds)
+
     def run(self) -> None:
         """Reconcile until stopped; returns without touching the kernel."""
         events = _subscribe()
@@ -165,7 +173,7 @@ class Agent:
         self.reconcile_once("start")
         self.sample_liveness()
         _drain(events)  # our own writes
-        next_resync = time.monotonic() + self.config.resync_seconds
+        next_resync = self._next_resync()
         while not self.stop.is_set():
             timeout = min(POLL_SECONDS, max(0.0, next_resync - time.monotonic()))
             if self.sample_due(time.monotonic()):
@@ -193,7 +201,7 @@ class Agent:
             if self.sample_due(time.monotonic()):
                 self.sample_liveness()  # with the dump the reconcile just made
             _drain(events)
-            next_resync = time.monotonic() + self.config.resync_seconds
+            next_resync = self._next_resync()
         for source in events:
             selector.unregister(source.fileno())
             source.close()

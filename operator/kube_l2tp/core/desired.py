@@ -168,6 +168,10 @@ class Owned:
     seq: dict[tuple[int, int], tuple[bool, bool]] = field(default_factory=dict)  # last set
     # The kernel never reports a session's l2spec type (l2tp_nl_session_send): remember it.
     l2spec: dict[tuple[int, int], str] = field(default_factory=dict)
+    # Deleted by the agent but still reported: the kernel tears tunnels (and, since 6.12,
+    # sessions) down asynchronously. (tunnel, 0) for a tunnel. Not persisted: after a restart an
+    # object still being torn down is simply deleted again.
+    deleting: set[tuple[int, int]] = field(default_factory=set)
 
     def to_json(self) -> str:
         return json.dumps(

@@ -158,12 +158,14 @@ def _tunnels(plan: Plan, desired: Desired, observed: Observed, owned: Owned) -> 
     """Tunnel deletes/creates; returns the desired tunnel ids whose sessions can be planned."""
     live: set[int] = set()
     for tid in sorted(owned.tunnels - desired.tunnels.keys()):
-        if tid in observed.tunnels:
+        if tid in observed.tunnels and (tid, 0) not in owned.deleting:
             plan.add(Op.DELETE_TUNNEL, f"tunnel {tid}", "no longer declared", tunnel_id=tid)
     for tid, want in sorted(desired.tunnels.items()):
         subject = tunnel_subject(want.name)
         have = observed.tunnels.get(tid)
-        if have is None:
+        if (tid, 0) in owned.deleting:
+            plan.pending.add(subject)  # our delete is still in progress in the kernel
+        elif have is None:
             why = "missing (deleted outside the agent)" if tid in owned.tunnels else "declared"
             plan.add(Op.CREATE_TUNNEL, subject, why, tunnel=want.config, tunnel_id=tid)
             live.add(tid)
@@ -196,8 +198,9 @@ def _sessions(
     """Session deletes/creates/modifies; returns sessions whose link can be planned now."""
     links: dict[tuple[int, int], tuple[str, ObservedLink | None]] = {}
     gone = {a.tunnel_id for a in plan.actions if a.op is Op.DELETE_TUNNEL}
+    gone |= {t for t, s in owned.deleting if s == 0}
     for key in sorted(owned.sessions - desired.sessions.keys()):
-        if key in observed.sessions and key[0] not in gone:
+        if key in observed.sessions and key[0] not in gone and key not in owned.deleting:
             plan.add(
                 Op.DELETE_SESSION,
                 f"session {key[0]}/{key[1]}",
@@ -214,6 +217,9 @@ def _sessions(
             plan.pending.add(subject)
             continue
         have = observed.sessions.get(key)
+        if key in owned.deleting:
+            plan.pending.add(subject)  # our delete is still in progress in the kernel
+            continue
         creating = key[0] not in observed.tunnels or have is None
         if have is not None and key not in owned.sessions:
             plan.findings.append(

@@ -59,7 +59,17 @@ def observe(kernel: KernelPort) -> Observed:
 
 def forget_gone(owned: Owned, desired: Desired, observed: Observed) -> None:
     """Drop records of owned objects that no longer exist and are not wanted."""
-    owned.tunnels = {t for t in owned.tunnels if t in observed.tunnels or t in desired.tunnels}
+    owned.deleting = {
+        k
+        for k in owned.deleting
+        if (k[0] in observed.tunnels if k[1] == 0 else k in observed.sessions)
+    }
+    owned.tunnels = {
+        t
+        for t in owned.tunnels
+        if (t in observed.tunnels or t in desired.tunnels)
+        and not ((t, 0) in owned.deleting and t not in observed.tunnels)
+    }
     owned.sessions = {k for k in owned.sessions if k in observed.sessions or k in desired.sessions}
     owned.seq = {k: v for k, v in owned.seq.items() if k in owned.sessions}
     owned.l2spec = {k: v for k, v in owned.l2spec.items() if k in owned.sessions}
@@ -113,14 +123,14 @@ def _record_seq(owned: Owned, action: Action, *, undo: bool) -> None:
 
 
 def _forget(owned: Owned, action: Action) -> None:
-    """After a successful delete/release."""
+    """After a successful delete/release. A deleted tunnel or session stays owned, marked as
+    going away, until the kernel stops reporting it (forget_gone): only then is its id free."""
     if action.op is Op.DELETE_TUNNEL:
-        owned.tunnels.discard(action.tunnel_id)
-        owned.sessions = {k for k in owned.sessions if k[0] != action.tunnel_id}
+        owned.deleting.add((action.tunnel_id, 0))
         owned.seq = {k: v for k, v in owned.seq.items() if k[0] != action.tunnel_id}
         owned.l2spec = {k: v for k, v in owned.l2spec.items() if k[0] != action.tunnel_id}
     elif action.op is Op.DELETE_SESSION:
-        owned.sessions.discard((action.tunnel_id, action.session_id))
+        owned.deleting.add((action.tunnel_id, action.session_id))
         owned.seq.pop((action.tunnel_id, action.session_id), None)
         owned.l2spec.pop((action.tunnel_id, action.session_id), None)
     elif action.op is Op.DELETE_LINK:
@@ -242,25 +252,31 @@ def reconcile(
         observed = observe(kernel)
     except KernelError as exc:  # no L2TP in this kernel, no permission: every object says so
         return unreachable(desired, exc)
-    for _ in range(MAX_ROUNDS):
+    for attempt in range(1, MAX_ROUNDS + 1):
         before = owned.to_json()
         forget_gone(owned, desired, observed)
         if owned.to_json() != before:
             save(owned)
         plan = make_plan(desired, observed, owned)
         actions = [a for a in plan.actions if a.subject not in result.failures]
-        if not actions:
+        waiting = bool(plan.pending and owned.deleting)  # the kernel is still deleting
+        if not actions and not waiting:
             break
         plan.actions = actions
-        result.rounds += 1
-        writes, retry = apply(kernel, plan, owned, save, result.failures, deleted)
-        result.writes += writes
-        if retry:
-            sleep(0.05 * result.rounds)  # let the kernel finish deleting a replaced tunnel
+        retry: set[str] = set()
+        if actions:
+            result.rounds += 1
+            writes, retry = apply(kernel, plan, owned, save, result.failures, deleted)
+            result.writes += writes
+        if retry or waiting:
+            sleep(0.05 * attempt)  # let the kernel finish deleting a replaced object
         try:
             observed = observe(kernel)
         except KernelError as exc:
             return unreachable(desired, exc, result.writes)
+    else:  # out of rounds: judge the objects by the state the last round left
+        forget_gone(owned, desired, observed)
+        plan = make_plan(desired, observed, owned)
     result.results = _results(desired, observed, plan, result.failures)
     return result
 
