@@ -1,0 +1,72 @@
+"""metav1.Condition dicts, as agents write them and the operator reads them."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+READY = "Ready"
+Status = Literal["True", "False", "Unknown"]
+
+
+def now() -> str:
+    """RFC 3339 in UTC with seconds, as metav1.Time serialises."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
+    type_: str,
+    status: Status,
+    reason: str,
+    message: str = "",
+    observed_generation: int | None = None,
+    last_transition_time: str | None = None,
+) -> dict[str, Any]:
+    """One condition with every field metav1.Condition requires."""
+    cond: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": last_transition_time or now(),
+    }
+    if observed_generation is not None:
+        cond["observedGeneration"] = observed_generation
+    return cond
+
+
+def find(conditions: Any, type_: str) -> Mapping[str, Any] | None:
+    """The condition of this type in a status' conditions list, tolerating junk."""
+    if not isinstance(conditions, Sequence):
+        return None
+    for cond in conditions:
+        if isinstance(cond, Mapping) and cond.get("type") == type_:
+            return cond
+    return None
+
+
+def is_true(status: Any, type_: str = READY) -> bool:
+    """Whether an object's status (a mapping or None) has this condition with status True."""
+    if not isinstance(status, Mapping):
+        return False
+    cond = find(status.get("conditions"), type_)
+    return cond is not None and cond.get("status") == "True"
+
+
+def merge(conditions: Sequence[Mapping[str, Any]], new: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Replace the condition of new's type, keeping lastTransitionTime when status is unchanged."""
+    out: list[dict[str, Any]] = []
+    placed = False
+    for cond in conditions:
+        if cond.get("type") != new.get("type"):
+            out.append(dict(cond))
+            continue
+        merged = dict(new)
+        if cond.get("status") == new.get("status") and cond.get("lastTransitionTime"):
+            merged["lastTransitionTime"] = cond["lastTransitionTime"]
+        out.append(merged)
+        placed = True
+    if not placed:
+        out.append(dict(new))
+    return out
