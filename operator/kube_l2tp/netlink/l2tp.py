@@ -12,8 +12,8 @@ reference codec that the unit tests hold the fast paths against).
 The codec is pure and unit-tested on bytes captured from the kernel and from ``ip l2tp``:
 ``*_attrs`` functions turn configs into attribute lists, :func:`pack_request` packs them with
 ``struct``, :func:`decode_tunnels`/:func:`decode_sessions` walk dump replies with
-``struct.unpack_from`` (pyroute2's generic parser costs ~2 ms per session under emulation, which
-would make a 1000-session scrape take seconds).
+``struct.unpack_from``. Measured in the TCG guest on 1000 sessions: pyroute2's generic parser
+11.7 s, this one 0.24 s; dump plus parse 0.28 s against 0.33 s for ``ip -s l2tp show session``.
 
 Names and numbers follow include/uapi/linux/l2tp.h and net/l2tp/l2tp_netlink.c (kernel 6.1).
 """
