@@ -93,8 +93,8 @@ def agents(two_sites: TwoSites, tmp_path: Path) -> Iterator[TwoSites]:
             *("--manifests", str(directory), "--state-dir", str(tmp_path / f"state-{node}")),
             *("--peer-silence-window", "10"),
         ]
-        log = (tmp_path / f"{node}.log").open("w")
-        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        with (tmp_path / f"{node}.log").open("w") as log:  # the child keeps its own copy
+            procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
     try:
         yield two_sites
     finally:
@@ -128,18 +128,18 @@ def prometheus(agents: TwoSites, tmp_path: Path) -> Iterator[TwoSites]:
             }
         )
     )  # fmt: skip
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            *("ip", "netns", "exec", agents.a, "prometheus"),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address={PROMETHEUS}",
-            "--storage.tsdb.retention.time=1h",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (tmp_path / "prometheus.log").open("w") as log:
+        proc = subprocess.Popen(
+            [
+                *("ip", "netns", "exec", agents.a, "prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address={PROMETHEUS}",
+                "--storage.tsdb.retention.time=1h",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield agents
     finally:
