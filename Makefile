@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps tools demo test unit kernel lint fmt crds bench clean
+.PHONY: venv deps tools demo test unit api kernel lint fmt crds bench clean
 
 venv: $(STAMP)
 
@@ -44,10 +44,15 @@ crds: venv
 unit: venv deps tools
 	$(BIN)/pytest tests/unit
 
+# Against the realistic in-memory API server (loopback only; no root, no VM): the emulator's own
+# tests, the in-cluster agent, the operator, kubectl.
+api: venv tools
+	$(BIN)/pytest -p no:cacheprovider tests/apiserver tests/cluster $(wildcard tests/controller)
+
 kernel: venv deps
 	bash scripts/vm.sh tests/kernel/run-in-guest.sh
 
-test: lint unit kernel
+test: lint unit api kernel
 
 demo: venv deps
 	bash scripts/demo.sh

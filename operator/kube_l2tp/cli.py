@@ -70,7 +70,7 @@ def _manifest_dir(path: Path) -> Path:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    """The standalone agent (--manifests); in a cluster it is driven by the API instead."""
+    """The agent: from --manifests (standalone), else from the API server (in a cluster)."""
     import logging  # noqa: PLC0415
 
     from kube_l2tp.agent.standalone import (  # noqa: PLC0415
@@ -87,11 +87,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         level=logging.WARNING if args.once else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    if args.manifests is None:
-        print("kube-l2tp agent: --manifests DIR is required outside a cluster", file=sys.stderr)
-        return 2
-    args.manifests = _manifest_dir(args.manifests)
-    if not args.manifests.is_dir():
+    cluster = args.manifests is None
+    args.manifests = _manifest_dir(args.manifests) if args.manifests else Path()
+    if not cluster and not args.manifests.is_dir():
         print(f"kube-l2tp agent: --manifests {args.manifests}: not a directory", file=sys.stderr)
         return 2
     try:
@@ -112,7 +110,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
         peer_silence_window=args.peer_silence_window,
     )
     try:
-        agent = Agent(config, kernel, store)
+        if cluster:  # this node's objects from the API server
+            from kube_l2tp.agent.cluster import cluster_agent  # noqa: PLC0415
+
+            agent = cluster_agent(config, kernel, store)
+        else:
+            agent = Agent(config, kernel, store)
         if args.metrics_bind_address not in ("", "off") and not args.once:
             from kube_l2tp.agent.serve import serve_metrics  # noqa: PLC0415
 
@@ -154,6 +157,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     text = status(observed, owned, resources, show_all=args.all, as_json=args.json)
     sys.stdout.write(text)
     return 0
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    """The kopf operator: admission, tunnel status, cleanup after nodes that are gone."""
+    from kube_l2tp.controller import app  # noqa: PLC0415
+
+    config = app.OperatorConfig(
+        health_port=args.health_port or None,
+        webhook_port=args.webhook_port or None,
+        webhook_host=app.webhook_host(args.webhook_host, args.namespace_of_service),
+    )
+    app.run(config)
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Delete every L2TP object; strip finalizers left after --timeout (the chart's hook)."""
+    from kube_l2tp.controller.cleanup import cleanup  # noqa: PLC0415
+    from kube_l2tp.k8s.objects import Cluster  # noqa: PLC0415
+
+    cluster = Cluster()
+    try:
+        return cleanup(cluster, args.timeout, sys.stdout)
+    finally:
+        cluster.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +254,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also objects the agent does not own")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("operator", help="the cluster's operator (kopf): admission, status")
+    p.add_argument(
+        "--health-port", type=int, default=8080, help="liveness /healthz (default 8080; 0: off)"
+    )
+    p.add_argument(
+        "--webhook-port", type=int, default=9443, help="admission webhooks (default 9443; 0: off)"
+    )
+    p.add_argument(
+        "--webhook-host",
+        help="name the API server reaches the webhooks by (default $KUBE_L2TP_WEBHOOK_HOST,"
+        " else kube-l2tp-webhook.NAMESPACE.svc)",
+    )
+    p.add_argument(
+        "--namespace-of-service",
+        metavar="NS",
+        help="namespace of the webhook Service (default $POD_NAMESPACE)",
+    )
+    p.set_defaults(func=cmd_operator)
+
+    p = sub.add_parser("cleanup", help="delete every tunnel and session (Helm pre-delete hook)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for agents to remove their finalizers before stripping them",
+    )
+    p.set_defaults(func=cmd_cleanup)
     return parser
 
 

@@ -7,8 +7,10 @@ kept (and reported as such) until a valid one replaces it or the object really d
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from kube_l2tp.api import manifests, validation
 from kube_l2tp.api.model import Resources, Session, Tunnel
@@ -22,11 +24,29 @@ class Snapshot:
     stale: set[str] = field(default_factory=set)  # "Kind/name" kept from a last valid version
 
 
+class Source(Protocol):
+    """Where desired objects come from: a directory, or the API server."""
+
+    def load(self) -> Snapshot: ...
+
+    def signature(self) -> Hashable:
+        """Changes whenever the objects may have changed (polled by the agent's loop)."""
+        ...
+
+    def ready(self) -> bool:
+        """Whether the full desired state is known. Until then nothing may be pruned: an
+        agent restarted during an API outage must not read "no objects" as "delete all"."""
+        ...
+
+
 class ManifestSource:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._last_good: dict[str, Tunnel | Session] = {}
         self._last: Snapshot | None = None
+
+    def ready(self) -> bool:
+        return True
 
     def signature(self) -> tuple[tuple[str, int, int], ...]:
         """Changes whenever a manifest file is added, removed or rewritten (cheap to poll)."""

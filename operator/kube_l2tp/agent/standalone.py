@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from kube_l2tp.agent.source import ManifestSource, Snapshot
+from kube_l2tp.agent.source import ManifestSource, Snapshot, Source
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.api.problems import Severity
 from kube_l2tp.core.desired import Desired, desired_state
@@ -54,11 +54,18 @@ SessionKey = tuple[int, int]
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, kernel: Kernel, store: StateStore) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        kernel: Kernel,
+        store: StateStore,
+        source: Source | None = None,
+    ) -> None:
         self.config = config
         self.kernel = kernel
         self.store = store
-        self.source = ManifestSource(config.manifests)
+        # A directory of manifests, or the API server's objects for this node (agent.cluster).
+        self.source: Source = source or ManifestSource(config.manifests)
         self.owned = store.load()
         self.stop = threading.Event()
         self.last: Result | None = None
@@ -128,6 +135,9 @@ class Agent:
         self._sampled = (time.monotonic(), sessions)
 
     def reconcile_once(self, why: str = "start") -> Result:
+        if not self.source.ready():
+            log.info("waiting for the first complete list of objects before reconciling")
+            return self.last or Result()
         snapshot = self.source.load()
         if self.snapshot is None or snapshot.problems != self.snapshot.problems:
             for problem in snapshot.problems:  # said once, not at every resync

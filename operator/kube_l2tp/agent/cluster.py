@@ -1,0 +1,193 @@
+"""The in-cluster agent: the standalone agent's loop, fed by the API server instead of a directory.
+
+- Only this node's objects arrive (server-side field selector on spec.nodeName, see k8s.watch).
+- An object gets this node's finalizer before it is programmed, and loses it only once the
+  kernel no longer has it, so deleting a resource removes its kernel objects first.
+- Status (observedGeneration, a Ready condition with a reason, the interface's name, index and
+  MTU) and Events are written after each reconcile, only when something changed.
+- The API going away changes nothing in the kernel: the last known objects stay desired, and
+  when the API is back the watch resumes and whatever changed meanwhile converges.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+from kube_l2tp.agent.source import Snapshot
+from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.statestore import StateStore
+from kube_l2tp.api import crd, manifests, validation
+from kube_l2tp.api.model import Resources
+from kube_l2tp.api.problems import Problem, Severity
+from kube_l2tp.core.desired import Owned
+from kube_l2tp.core.reconcile import ObjectResult, Result
+from kube_l2tp.k8s import conditions
+from kube_l2tp.k8s.connect import clients
+from kube_l2tp.k8s.watch import NodeCache
+from kube_l2tp.k8s.writer import Writer
+from kube_l2tp.netlink.kernel import Kernel
+
+log = logging.getLogger("kube_l2tp.agent")
+
+FAILURE_REASONS_WITH_EVENTS = {"KernelError", "KernelUnsupported", "Conflict", "InvalidSpec"}
+
+
+class ClusterSource:
+    """Desired objects from the API caches, with finalizers put on before programming."""
+
+    def __init__(self, tunnels: NodeCache, sessions: NodeCache, writer: Writer) -> None:
+        self.tunnels = tunnels
+        self.sessions = sessions
+        self.writer = writer
+        self._changes = itertools.count()
+        self._version = 0
+        self.raw: dict[str, dict[str, Any]] = {}  # subject -> API object, of the last load
+        self.deleting: set[str] = set()  # subjects with a deletionTimestamp
+        self.invalid: dict[str, Problem] = {}
+
+    def changed(self) -> None:
+        """Called by the watch threads."""
+        self._version = next(self._changes)
+
+    def signature(self) -> int:
+        return self._version
+
+    def ready(self) -> bool:
+        return self.tunnels.synced.is_set() and self.sessions.synced.is_set()
+
+    def load(self) -> Snapshot:
+        raw: dict[str, dict[str, Any]] = {}
+        for kind, cache in ((crd.TUNNEL_KIND, self.tunnels), (crd.SESSION_KIND, self.sessions)):
+            for obj in cache.snapshot():
+                raw[f"{kind}/{obj['metadata']['name']}"] = obj
+        self.raw = raw
+        self.deleting = {s for s, o in raw.items() if o["metadata"].get("deletionTimestamp")}
+        docs = []
+        for subject, obj in sorted(raw.items()):
+            kind = subject.split("/", 1)[0]
+            if subject in self.deleting:
+                continue  # not desired: the reconcile removes it, then the finalizer goes
+            if not self.writer.add_finalizer(kind, obj):
+                continue  # programmed only once deletion is guaranteed to clean up
+            docs.append(manifests.Document(f"api:{subject}", _plain(obj)))
+        report = validation.check_documents(docs)
+        self.invalid = {}
+        for p in report.errors:
+            self.invalid.setdefault(f"{p.kind}/{p.name}", p)
+        tunnels = tuple(
+            t for t in report.resources.tunnels if f"L2TPTunnel/{t.name}" not in self.invalid
+        )
+        names = {t.name for t in tunnels}
+        sessions = tuple(
+            s
+            for s in report.resources.sessions
+            if f"L2TPSession/{s.name}" not in self.invalid and s.tunnel_ref in names
+        )
+        problems = [p for p in report.problems if p.severity is Severity.WARNING]
+        return Snapshot(Resources(tunnels, sessions), problems + list(self.invalid.values()))
+
+
+def _plain(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the validator checks: the object without server-set fields and status."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {"name": meta["name"], "generation": meta.get("generation", 0)},
+        "spec": obj.get("spec"),
+    }
+
+
+class StatusWriter:
+    """After each reconcile: status, Events, and finalizers of objects the kernel no longer has."""
+
+    def __init__(self, source: ClusterSource, writer: Writer, owned: Owned) -> None:
+        self.source = source
+        self.writer = writer
+        self.owned = owned
+        self._reasons: dict[str, str] = {}
+
+    def __call__(self, snapshot: Snapshot, result: Result, seconds: float) -> None:
+        del snapshot, seconds
+        for subject, obj in self.source.raw.items():
+            kind = subject.split("/", 1)[0]
+            if subject in self.source.deleting:
+                if self._kernel_clean(kind, obj):
+                    self.writer.remove_finalizer(kind, obj)
+                continue
+            r = self._result_for(subject, obj, result)
+            self._write(kind, obj, r)
+
+    def _result_for(self, subject: str, obj: dict[str, Any], result: Result) -> ObjectResult:
+        if subject in self.source.invalid:
+            p = self.source.invalid[subject]
+            where = f"{p.path}: " if p.path else ""
+            return ObjectResult(subject, False, "InvalidSpec", where + p.message)
+        found = result.results.get(subject)
+        if found is not None:
+            return found
+        if subject.startswith("L2TPSession/"):
+            ref = (obj.get("spec") or {}).get("tunnelRef", "")
+            if f"L2TPTunnel/{ref}" not in self.source.raw:
+                return ObjectResult(
+                    subject, False, "TunnelNotFound", f"no L2TPTunnel {ref!r} on this node"
+                )
+        return ObjectResult(subject, False, "Progressing", "waiting to be programmed")
+
+    def _write(self, kind: str, obj: dict[str, Any], r: ObjectResult) -> None:
+        generation = obj["metadata"].get("generation", 0)
+        ready = conditions.condition(
+            conditions.READY,
+            "True" if r.ready else "False",
+            r.reason,
+            r.message,
+            observed_generation=generation,
+        )
+        status: dict[str, Any] = {"observedGeneration": generation, "conditions": [ready]}
+        if kind == crd.SESSION_KIND:
+            status["nodeName"] = self.writer.node
+            if r.interface:
+                status.update(interfaceName=r.interface, interfaceIndex=r.ifindex, mtu=r.mtu)
+            if r.ignored:
+                status["ignored"] = list(r.ignored)
+        self.writer.status(kind, obj, status)
+        subject = f"{kind}/{obj['metadata']['name']}"
+        before = self._reasons.get(subject)
+        self._reasons[subject] = r.reason
+        if r.reason != before and r.reason in FAILURE_REASONS_WITH_EVENTS:
+            self.writer.event(kind, obj, r.reason, r.message, warning=True)
+        elif r.ready and before not in (None, "Programmed"):
+            self.writer.event(kind, obj, "Programmed", r.message, warning=False)
+
+    def _kernel_clean(self, kind: str, obj: dict[str, Any]) -> bool:
+        """Whether nothing this object declared is left in this node's kernel."""
+        spec = obj.get("spec") or {}
+        if kind == crd.TUNNEL_KIND:
+            tid = spec.get("tunnelID")
+            return tid not in self.owned.tunnels
+        tunnel = self.source.raw.get(f"L2TPTunnel/{spec.get('tunnelRef', '')}")
+        tid = ((tunnel or {}).get("spec") or {}).get("tunnelID")
+        return (tid, spec.get("sessionID")) not in self.owned.sessions
+
+
+def cluster_agent(config: AgentConfig, kernel: Kernel, store: StateStore) -> Agent:
+    """An Agent whose desired state is this node's objects in the API server."""
+    api, core = clients()
+    writer = Writer(api, core, config.node)
+    holder: list[ClusterSource] = []
+
+    def changed() -> None:
+        if holder:
+            holder[0].changed()
+
+    tunnels = NodeCache(api, "l2tptunnels", config.node, changed)
+    sessions = NodeCache(api, "l2tpsessions", config.node, changed)
+    source = ClusterSource(tunnels, sessions, writer)
+    holder.append(source)
+    agent = Agent(config, kernel, store, source)
+    agent.on_result.append(StatusWriter(source, writer, agent.owned))
+    tunnels.start()
+    sessions.start()
+    return agent

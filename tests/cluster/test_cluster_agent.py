@@ -1,0 +1,184 @@
+"""The agent in cluster mode: server-side node filtering, finalizers, status, Events, outages."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fakekernel import FakeKernel
+
+from apiserver.server import ApiServer
+from kube_l2tp import embedded
+from kube_l2tp.agent.cluster import cluster_agent
+from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.statestore import StateStore
+from kube_l2tp.k8s.finalizers import node_finalizer
+
+SEED = list(yaml.safe_load_all((embedded.DIRECTORY / "site-a.yaml").read_text()))
+
+
+def objects_for(node: str, tunnel_id: int, prefix: str) -> list[dict[str, Any]]:
+    tunnel, session = copy.deepcopy(SEED)
+    tunnel["metadata"]["name"] = f"{prefix}-t"
+    tunnel["spec"].update(nodeName=node, tunnelID=tunnel_id)
+    session["metadata"]["name"] = f"{prefix}-s"
+    session["spec"].update(tunnelRef=f"{prefix}-t", nodeName=node)
+    return [tunnel, session]
+
+
+def synced(a: Agent, tunnels: int = 1, sessions: int = 1) -> bool:
+    """Both watch caches have caught up (they are separate watches, in no set order)."""
+    src: Any = a.source
+    return bool(
+        src.ready()
+        and len(src.tunnels.snapshot()) == tunnels
+        and len(src.sessions.snapshot()) == sessions
+    )
+
+
+def wait(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def agent(apiserver: ApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
+    kernel = FakeKernel()
+    store = StateStore(tmp_path / "state")
+    config = AgentConfig("node-a", Path(), tmp_path / "state")
+    a = cluster_agent(config, kernel, store)  # type: ignore[arg-type]
+    yield a, kernel
+    for cache in (a.source.tunnels, a.source.sessions):  # type: ignore[attr-defined]
+        cache.stop()
+    store.close()
+
+
+def get(apiserver: ApiServer, plural: str, name: str) -> dict[str, Any] | None:
+    return next((o for o in apiserver.objects(plural) if o["metadata"]["name"] == name), None)
+
+
+def ready(obj: dict[str, Any] | None) -> str:
+    conds = ((obj or {}).get("status") or {}).get("conditions") or []
+    return next((c["status"] + "/" + c["reason"] for c in conds if c["type"] == "Ready"), "")
+
+
+def test_programs_only_its_node_and_writes_status(
+    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+) -> None:
+    a, kernel = agent
+    for obj in objects_for("node-a", 3000, "a") + objects_for("node-b", 3001, "b"):
+        apiserver.create(obj)
+    wait(lambda: synced(a))
+    result = a.reconcile_once()
+    assert result.converged, result.results
+    assert set(kernel.tunnels) == {3000}  # node-b's tunnel never reached this agent
+    session = get(apiserver, "l2tpsessions", "a-s")
+    assert ready(session) == "True/Programmed"
+    assert session is not None
+    assert session["status"]["interfaceName"] == "l2tpeth0"
+    assert session["status"]["mtu"] == 1488 and session["status"]["nodeName"] == "node-a"
+    assert session["status"]["observedGeneration"] == session["metadata"]["generation"]
+    assert node_finalizer("node-a") in session["metadata"]["finalizers"]
+    assert ready(get(apiserver, "l2tptunnels", "b-t")) == ""  # another agent's business
+    # measured: the watches of this agent were sent nothing of node-b's
+    mine = [w for w in apiserver.watches() if w.field_selector == "spec.nodeName=node-a"]
+    assert mine and all(not any(n.startswith("b-") for n in w.names) for w in mine)
+    # a converged node writes nothing more to the API
+    writes = a.on_result[-1].writer.writes  # type: ignore[attr-defined]
+    a.reconcile_once()
+    assert a.on_result[-1].writer.writes == writes  # type: ignore[attr-defined]
+
+
+def test_delete_cleans_the_kernel_before_the_finalizer_goes(
+    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+) -> None:
+    a, kernel = agent
+    for obj in objects_for("node-a", 3000, "a"):
+        apiserver.create(obj)
+    wait(lambda: synced(a))
+    assert a.reconcile_once().converged
+    path = apiserver.path_for("kubel2tp.io/v1alpha1", "L2TPTunnel") + "/a-t"
+    code, _ = apiserver.submit("DELETE", path)
+    assert code == 200
+    tunnel = get(apiserver, "l2tptunnels", "a-t")
+    assert tunnel is not None and tunnel["metadata"].get("deletionTimestamp")  # held
+    wait(
+        lambda: (
+            a.source.deleting
+            or any(  # type: ignore[attr-defined]
+                o["metadata"].get("deletionTimestamp")
+                for o in a.source.tunnels.snapshot()  # type: ignore[attr-defined]
+            )
+        )
+    )
+    a.reconcile_once()
+    assert 3000 not in kernel.tunnels  # the kernel first
+    a.reconcile_once()
+    wait(lambda: get(apiserver, "l2tptunnels", "a-t") is None)  # then the object
+
+
+def test_api_outage_keeps_the_data_plane_and_converges_after(
+    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+) -> None:
+    a, kernel = agent
+    for obj in objects_for("node-a", 3000, "a"):
+        apiserver.create(obj)
+    wait(lambda: synced(a))
+    assert a.reconcile_once().converged
+    kernel.writes.clear()
+    with apiserver.outage():
+        wait(lambda: not a.source.tunnels.connected, 15)  # type: ignore[attr-defined]
+        during = a.reconcile_once()
+        assert during.converged and kernel.writes == []  # nothing torn down
+    # a change made while the agent was cut off converges once its watch resumes
+    tunnel = get(apiserver, "l2tptunnels", "a-t")
+    assert tunnel is not None
+    spec = {"spec": {"udp": {"sourcePort": 5001, "destinationPort": 6000}}}
+    path = apiserver.path_for("kubel2tp.io/v1alpha1", "L2TPTunnel") + "/a-t"
+    code, _ = apiserver.submit("PATCH", path, spec, content_type="application/merge-patch+json")
+    assert code == 200
+    wait(
+        lambda: any(
+            t["spec"]["udp"]["sourcePort"] == 5001
+            for t in a.source.tunnels.snapshot()  # type: ignore[attr-defined]
+        ),
+        30,
+    )
+    assert a.reconcile_once().converged
+    assert kernel.tunnels[3000].udp_sport == 5001
+
+
+def test_restart_before_the_api_answers_prunes_nothing(
+    apiserver: ApiServer, tmp_path: Path
+) -> None:
+    kernel = FakeKernel()
+    for obj in objects_for("node-a", 3000, "a"):
+        apiserver.create(obj)
+    store = StateStore(tmp_path / "state")
+    first = cluster_agent(AgentConfig("node-a", Path(), tmp_path / "state"), kernel, store)  # type: ignore[arg-type]
+    wait(lambda: synced(first))
+    assert first.reconcile_once().converged
+    for cache in (first.source.tunnels, first.source.sessions):  # type: ignore[attr-defined]
+        cache.stop()
+    store.close()
+    kernel.writes.clear()
+    with apiserver.outage():
+        store = StateStore(tmp_path / "state")
+        second = cluster_agent(AgentConfig("node-a", Path(), tmp_path / "state"), kernel, store)  # type: ignore[arg-type]
+        second.reconcile_once()  # no list yet: must not read "no objects" as "delete all"
+        assert kernel.writes == [] and 3000 in kernel.tunnels
+    wait(second.source.ready, 30)
+    assert second.reconcile_once().converged and kernel.writes == []
+    for cache in (second.source.tunnels, second.source.sessions):  # type: ignore[attr-defined]
+        cache.stop()
+    store.close()
