@@ -165,7 +165,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     config = app.OperatorConfig(
         health_port=args.health_port or None,
-        webhook_port=args.webhook_port or None,
+        webhook_port=args.webhook_port,
         webhook_host=app.webhook_host(args.webhook_host, args.namespace_of_service),
     )
     app.run(config)
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--health-port", type=int, default=8080, help="liveness /healthz (default 8080; 0: off)"
     )
     p.add_argument(
-        "--webhook-port", type=int, default=9443, help="admission webhooks (default 9443; 0: off)"
+        "--webhook-port", type=int, default=9443, help="admission webhooks (default 9443)"
     )
     p.add_argument(
         "--webhook-host",

@@ -1,0 +1,173 @@
+"""Admission through kopf's own webhook server, with indexes filled from the emulator.
+
+The emulator does not call admission webhooks (a gap of the realistic API, see its docstring),
+so these tests play the API server's part: they read the webhook configurations kopf created
+in the emulator and POST AdmissionReview requests to the URLs written there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from typing import Any
+
+import aiohttp
+import pytest
+
+from apiserver.server import ApiServer
+from kube_l2tp.controller import admission
+
+from .conftest import Running, eventually, session, tunnel
+
+RESOURCES = {"L2TPTunnel": "l2tptunnels", "L2TPSession": "l2tpsessions"}
+
+
+def webhook_urls(api: ApiServer, plural: str) -> dict[str, str]:
+    """webhook name -> URL, from the configurations kopf manages in the cluster."""
+    urls = {}
+    for kind in (plural,):
+        for config in api.objects(kind):
+            for hook in config.get("webhooks", []):
+                urls[hook["name"]] = hook["clientConfig"]["url"]
+    return urls
+
+
+async def review(
+    url: str, obj: dict[str, Any], old: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    request = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "kubel2tp.io", "version": "v1alpha1", "kind": obj["kind"]},
+            "resource": {
+                "group": "kubel2tp.io",
+                "version": "v1alpha1",
+                "resource": RESOURCES[obj["kind"]],
+            },
+            "operation": "UPDATE" if old else "CREATE",
+            "userInfo": {"username": "tester"},
+            "object": obj,
+            "oldObject": old,
+            "dryRun": False,
+        },
+    }
+    async with aiohttp.ClientSession() as http, http.post(url, json=request) as answer:
+        assert answer.status == 200
+        response: dict[str, Any] = (await answer.json())["response"]
+        return response
+
+
+async def hooks(api: ApiServer) -> dict[str, str]:
+    validating = await eventually(
+        lambda: webhook_urls(api, "validatingwebhookconfigurations"), what="webhook config"
+    )
+    mutating = await eventually(
+        lambda: webhook_urls(api, "mutatingwebhookconfigurations"), what="webhook config"
+    )
+    return {**validating, **mutating}
+
+
+def url_of(urls: dict[str, str], handler_id: str) -> str:
+    return next(url for name, url in urls.items() if name.startswith(handler_id))
+
+
+@pytest.mark.asyncio
+async def test_rejects_invalid_and_duplicates_accepts_other_node(
+    apiserver: ApiServer, operator: Running
+) -> None:
+    urls = await hooks(apiserver)
+    validate = url_of(urls, "validate-tunnel")
+
+    bad = tunnel("bad", remote="not-an-ip")
+    answer = await review(validate, bad)
+    assert not answer["allowed"]
+    assert "spec.remote" in answer["status"]["message"]
+
+    apiserver.create(tunnel("first", node="node-a", tunnel_id=3000))
+    await eventually(lambda: apiserver.objects("l2tptunnels"), what="stored")
+
+    async def duplicate_rejected() -> dict[str, Any]:
+        return await review(validate, tunnel("dup", node="node-a", tunnel_id=3000))
+
+    answer = {}
+    for _ in range(50):  # until kopf's index has seen "first"
+        answer = await duplicate_rejected()
+        if not answer["allowed"]:
+            break
+        await asyncio.sleep(0.05)
+    assert not answer["allowed"]
+    message = answer["status"]["message"]
+    assert message.startswith("spec.tunnelID: tunnel id 3000 is already used by L2TPTunnel/first")
+    assert answer["status"]["code"] == 422
+
+    other = await review(validate, tunnel("elsewhere", node="node-b", tunnel_id=3000))
+    assert other["allowed"], other
+
+    # Updating the stored object itself is not a conflict with itself.
+    again = await review(validate, tunnel("first", tunnel_id=3000), old=tunnel("first"))
+    assert again["allowed"], again
+
+
+@pytest.mark.asyncio
+async def test_session_conflicts_and_warnings(apiserver: ApiServer, operator: Running) -> None:
+    urls = await hooks(apiserver)
+    validate = url_of(urls, "validate-session")
+    apiserver.create(tunnel("t", node="node-a"))
+    apiserver.create(session("s1", "t", 1000, nodeName="node-a", interfaceName="pw0"))
+    answer: dict[str, Any] = {}
+    for _ in range(50):
+        answer = await review(validate, session("s2", "t", 1000))
+        if not answer["allowed"]:
+            break
+        await asyncio.sleep(0.05)
+    assert (
+        "spec.sessionID: session id 1000 is already used by L2TPSession/s1"
+        in (answer["status"]["message"])
+    )
+    clash = await review(validate, session("s3", "t", 1003, interfaceName="pw0"))
+    assert not clash["allowed"]
+    assert clash["status"]["message"].startswith("spec.interfaceName: interface name 'pw0'")
+    # A tunnel that does not exist yet: admitted, with a warning; offsets: a warning.
+    orphan = await review(validate, session("o", "later", 1000, offset=8))
+    assert orphan["allowed"], orphan
+    warnings = orphan["warnings"]
+    assert any(w.startswith("spec.tunnelRef: no L2TPTunnel named 'later' yet") for w in warnings)
+    assert any(w.startswith("spec.offset:") for w in warnings)
+
+
+@pytest.mark.asyncio
+async def test_mutating_webhook_fills_node_name(apiserver: ApiServer, operator: Running) -> None:
+    urls = await hooks(apiserver)
+    mutate = url_of(urls, "fill-node-name")
+    apiserver.create(tunnel("t", node="node-z"))
+    patch: list[dict[str, Any]] = []
+    for _ in range(50):
+        answer = await review(mutate, session("s", "t"))
+        assert answer["allowed"]
+        if "patch" in answer:
+            patch = json.loads(base64.b64decode(answer["patch"]))
+            break
+        await asyncio.sleep(0.05)
+    assert patch == [{"op": "add", "path": "/spec/nodeName", "value": "node-z"}]
+    # No tunnel: nothing to fill, still admitted.
+    answer = await review(mutate, session("s", "missing"))
+    assert answer["allowed"] and "patch" not in answer
+
+
+def test_review_directly_keeps_only_the_incoming_objects_problems() -> None:
+    stored = [tunnel("a", tunnel_id=1), tunnel("b", tunnel_id=1)]  # already in conflict
+    verdict = admission.review(tunnel("c", tunnel_id=2), None, stored, [])
+    assert verdict.allowed, verdict
+    verdict = admission.review(tunnel("c", tunnel_id=1), None, stored, [])
+    assert verdict.errors == [
+        "spec.tunnelID: tunnel id 1 is already used by L2TPTunnel/a on node 'node-a':"
+        " tunnel ids must be unique per node",
+        "spec.udp.sourcePort: 192.0.2.1 port 5001 is already used by L2TPTunnel/a on node"
+        " 'node-a': each UDP tunnel needs its own local address and source port",
+    ]
+    assert verdict.message().count("\n") == 1  # one line per problem
+    assert admission.spec_unchanged(tunnel("a"), tunnel("a"))
