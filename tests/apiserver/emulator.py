@@ -56,6 +56,7 @@ import jsonpatch
 import jsonpointer
 import kmock
 from kmock._internal import parsing as _kmock_parsing
+from kmock._internal.rendering import Response
 
 from kube_l2tp.api import crd as l2tp_crd
 from kube_l2tp.api import schema as l2tp_schema
@@ -393,7 +394,7 @@ class Emulator(kmock.KubernetesEmulator):
         # kmock lists a subresource with its parent's verbs, short names and categories, which
         # would make `kubectl get l2tp` expand to l2tptunnels/status too.
         try:
-            listing = await super()._serve_version(request)
+            listing: dict[str, Any] = await super()._serve_version(request)  # type: ignore[assignment]
         except kmock.KubernetesError:
             return _respond(404, no_resource().status())
         for entry in listing["resources"]:
@@ -454,16 +455,16 @@ class Emulator(kmock.KubernetesEmulator):
     def _claims(request: kmock.Request) -> bool:
         return request.resource is not None and request.resource.plural is not None
 
-    async def _serve(self, request: kmock.Request) -> kmock.Response:
+    async def _serve(self, request: kmock.Request) -> Response:
         return self._answer(request)
 
-    def _answer(self, request: kmock.Request) -> kmock.Response:
+    def _answer(self, request: kmock.Request) -> Response:
         try:
             return self._dispatch(request)
         except ApiError as exc:
             return _respond(exc.code, exc.status())
 
-    def _dispatch(self, request: kmock.Request) -> kmock.Response:
+    def _dispatch(self, request: kmock.Request) -> Response:
         assert request.resource is not None
         kind = self._kind(request.resource)
         ns, name, sub = request.namespace, request.name, request.subresource
@@ -548,13 +549,13 @@ class Emulator(kmock.KubernetesEmulator):
             raise bad_request(str(exc)) from None
         return label_text, field_text, labels, fields
 
-    def _get(self, kind: Kind, ns: str | None, name: str, request: kmock.Request) -> kmock.Response:
+    def _get(self, kind: Kind, ns: str | None, name: str, request: kmock.Request) -> Response:
         obj = self._existing(kind, ns, name)
         if _wants_table(request):
             return _respond(200, self._table(kind, [obj], request))
         return _respond(200, obj)
 
-    def _list(self, kind: Kind, ns: str | None, request: kmock.Request) -> kmock.Response:
+    def _list(self, kind: Kind, ns: str | None, request: kmock.Request) -> Response:
         _, _, labels, fields = self._selectors(kind, request.params)
         items = [
             obj
@@ -581,7 +582,7 @@ class Emulator(kmock.KubernetesEmulator):
 
     def _watch(
         self, kind: Kind, ns: str | None, name: str | None, request: kmock.Request
-    ) -> kmock.Response:
+    ) -> Response:
         params = request.params
         label_text, field_text, labels, fields = self._selectors(kind, params, name)
         watch = Watch(
@@ -632,8 +633,8 @@ class Emulator(kmock.KubernetesEmulator):
     ) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        yield b""  # send the headers now: a quiet watch is still an established watch
         try:
+            yield b""  # send the headers now: a quiet watch is still an established watch
             for event in initial:
                 watch.record(event)
                 yield event
@@ -654,10 +655,10 @@ class Emulator(kmock.KubernetesEmulator):
                     continue
                 if change is None:
                     return
-                event = watch.event(change)
-                if event is not None:
-                    watch.record(event)
-                    yield event
+                update = watch.event(change)
+                if update is not None:
+                    watch.record(update)
+                    yield update
         finally:
             watch.open = False
 
@@ -697,7 +698,7 @@ class Emulator(kmock.KubernetesEmulator):
             self._crd_changed(obj, type_)
         return obj
 
-    def _create(self, kind: Kind, ns: str | None, request: kmock.Request) -> kmock.Response:
+    def _create(self, kind: Kind, ns: str | None, request: kmock.Request) -> Response:
         body = _json(request)
         if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
             raise bad_request("the body must be a JSON object with an object as metadata")
@@ -755,7 +756,7 @@ class Emulator(kmock.KubernetesEmulator):
         request: kmock.Request,
         *,
         patch: bool,
-    ) -> kmock.Response:
+    ) -> Response:
         current = self._existing(kind, ns, name)
         if patch:
             new = self._patched(kind, current, request)
@@ -914,12 +915,10 @@ class Emulator(kmock.KubernetesEmulator):
                 raise kind.invalid(obj["metadata"].get("name", ""), causes)
         return obj, warnings
 
-    def _delete(
-        self, kind: Kind, ns: str | None, name: str, request: kmock.Request
-    ) -> kmock.Response:
+    def _delete(self, kind: Kind, ns: str | None, name: str, request: kmock.Request) -> Response:
         current = self._existing(kind, ns, name)
-        options = _json(request)
-        options = options if isinstance(options, dict) else {}
+        body = _json(request)
+        options: dict[str, Any] = body if isinstance(body, dict) else {}
         meta = current["metadata"]
         pre = options.get("preconditions") or {}
         for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
@@ -941,9 +940,7 @@ class Emulator(kmock.KubernetesEmulator):
             return _respond(200, current)
         return _respond(200, self._store(kind, copy.deepcopy(current), "DELETED", current))
 
-    def _delete_collection(
-        self, kind: Kind, ns: str | None, request: kmock.Request
-    ) -> kmock.Response:
+    def _delete_collection(self, kind: Kind, ns: str | None, request: kmock.Request) -> Response:
         _, _, labels, fields = self._selectors(kind, request.params)
         deleted = []
         for obj in self._items(kind, ns):
@@ -1037,9 +1034,9 @@ async def _stream_of(events: list[dict[str, Any]]) -> AsyncIterator[Any]:
         yield event
 
 
-def _respond(code: int, payload: Any, warnings: list[str] | None = None) -> kmock.Response:
+def _respond(code: int, payload: Any, warnings: list[str] | None = None) -> Response:
     # kmock merges a returned Response's headers into its reaction's own, shared across requests:
     # always send the same header names (None removes one) so nothing leaks between answers.
     warning = ", ".join(f'299 - "{w}"' for w in warnings) if warnings else None
     headers = {"Content-Type": "application/json", "Warning": warning}
-    return kmock.Response(status=code, payload=payload, headers=headers)
+    return Response(status=code, payload=payload, headers=headers)

@@ -106,10 +106,11 @@ class WatchStream:
         if line is None:
             self._lines.put(None)  # stay ended
             return None
-        return json.loads(line)
+        event: dict[str, Any] = json.loads(line)
+        return event
 
     def take(self, count: int, timeout: float = 2.0) -> list[dict[str, Any]]:
-        events = []
+        events: list[dict[str, Any]] = []
         for _ in range(count):
             event = self.next(timeout)
             assert event is not None, f"stream ended after {events}"

@@ -215,7 +215,8 @@ class ApiServer:
     def path_for(self, api_version: str, kind: str, namespace: str | None = None) -> str:
         """The collection URL of a kind, found through discovery as a client would."""
         prefix = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
-        for res, info in self.call(lambda: list(self.emulator.resources.items())):
+        resources = self.emulator.resources
+        for res, info in self.call(lambda: [(r, resources[r]) for r in resources]):
             version = f"{res.group}/{res.version}" if res.group else res.version
             if version == api_version and info.kind == kind:
                 scope = f"/namespaces/{namespace}" if namespace and info.namespaced else ""
