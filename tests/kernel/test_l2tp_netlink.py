@@ -230,6 +230,22 @@ def test_deleting_a_tunnel_takes_its_sessions(netns: NetnsFactory) -> None:
         assert ip(ns, "-o", "link", "show", "type", "l2tp").strip() == ""
 
 
+def test_delete_tunnel_with_wait_frees_ids_and_names_at_once(netns: NetnsFactory) -> None:
+    """What replacing a tunnel needs: delete, then re-create the same ids and names at once."""
+    ns = on_host(netns("replace"))
+    with l2tp_in(ns) as l2tp:
+        for _ in range(3):
+            l2tp.create_tunnel(SEED_TUNNEL)
+            l2tp.create_session(SEED_SESSION)
+            assert l2tp.tunnel_exists(3000)
+            l2tp.delete_tunnel(3000, wait=10)
+            assert not l2tp.tunnel_exists(3000)
+            assert l2tp.dump_sessions() == []
+        assert ip(ns, "l2tp", "show", "tunnel") == ""
+        names = {link["ifname"] for link in ip_json(ns, "link", "show")}
+        assert names == {"lo", "dummy0"}
+
+
 # --- errors, as the kernel really answers them -----------------------------------------------
 
 

@@ -543,6 +543,33 @@ def test_an_acked_command_returns(fake_kernel: tuple[L2tp, socket.socket]) -> No
     assert struct.unpack_from("=H", kernel.recv(4096), 6)[0] == 0x5  # REQUEST|ACK
 
 
+def test_delete_tunnel_can_wait_until_the_kernel_is_done(
+    fake_kernel: tuple[L2tp, socket.socket],
+) -> None:
+    l2tp, kernel = fake_kernel
+    seq = l2tp._seq
+    kernel.send(nlmsgerr(seq + 1, 0))  # the delete's ack
+    kernel.send(with_seq(chunks("tunnel_dump")[0][:224], seq + 2))  # still there...
+    kernel.send(nlmsgerr(seq + 2, 0))
+    kernel.send(nlmsgerr(seq + 3, errno.ENODEV))  # ...and now gone
+    l2tp.delete_tunnel(3000, wait=5)
+    requests = [kernel.recv(4096) for _ in range(3)]
+    assert [r[16] for r in requests] == [nl.L2TP_CMD_TUNNEL_DELETE] + [L2TP_CMD_TUNNEL_GET] * 2
+    assert all(struct.unpack_from("=H", r, 6)[0] == 0x5 for r in requests)  # not dumps
+
+
+def test_delete_tunnel_that_the_kernel_does_not_finish_is_busy(
+    fake_kernel: tuple[L2tp, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    l2tp, kernel = fake_kernel
+    kernel.send(nlmsgerr(l2tp._seq + 1, 0))
+    monkeypatch.setattr(l2tp, "tunnel_exists", lambda tunnel_id: True)
+    with pytest.raises(KernelError) as info:
+        l2tp.delete_tunnel(3000, wait=0.05)
+    assert info.value.outcome is Outcome.BUSY
+    assert "still being deleted" in info.value.detail
+
+
 def test_no_l2tp_in_the_kernel_is_not_supported() -> None:
     """The host kernel has no L2TP (TESTING.md): opening says so and how to fix it."""
     try:

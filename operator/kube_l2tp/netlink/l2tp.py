@@ -24,6 +24,7 @@ import errno as _errno
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -731,6 +732,7 @@ def to_kernel_error(
 # --- the socket -----------------------------------------------------------------------------
 
 _RECV_SIZE: Final = 1 << 16  # a dump skb is at most 32 KiB in 6.1
+_DELETE_POLL: Final = 0.01
 
 
 def _open_genl_socket() -> socket.socket:
@@ -890,14 +892,45 @@ class L2tp:
         }
         self._request("create_tunnel", L2TP_CMD_TUNNEL_CREATE, tunnel_create_attrs(cfg), subject)
 
-    def delete_tunnel(self, tunnel_id: int) -> None:
-        """Deletes the tunnel; the kernel removes its sessions afterwards, asynchronously."""
+    def delete_tunnel(self, tunnel_id: int, *, wait: float = 0.0) -> None:
+        """Deletes the tunnel and, with it, its sessions and their interfaces.
+
+        The kernel acks first and does the work afterwards: until it is done, dumps still list
+        the tunnel and its sessions, and creating the same tunnel id or interface name fails
+        with EEXIST. ``wait`` > 0 polls up to that many seconds until the id is free, and
+        raises KernelError(BUSY) if it is not.
+        """
         self._request(
             "delete_tunnel",
             L2TP_CMD_TUNNEL_DELETE,
             tunnel_delete_attrs(tunnel_id),
             {"tunnel_id": tunnel_id},
         )
+        if wait <= 0:
+            return
+        deadline = time.monotonic() + wait
+        while self.tunnel_exists(tunnel_id):
+            if time.monotonic() >= deadline:
+                raise KernelError(
+                    "delete_tunnel",
+                    _errno.EBUSY,
+                    Outcome.BUSY,
+                    f"tunnel {tunnel_id} is still being deleted by the kernel after {wait:g} s",
+                )
+            time.sleep(_DELETE_POLL)
+
+    def tunnel_exists(self, tunnel_id: int) -> bool:
+        """Whether the kernel still knows ``tunnel_id`` (L2TP_CMD_TUNNEL_GET, not a dump)."""
+        seq = self._send(
+            L2TP_CMD_TUNNEL_GET, tunnel_delete_attrs(tunnel_id), NLM_F_REQUEST | NLM_F_ACK
+        )
+        try:
+            commands = [cmd for cmd, *_ in iter_spans(self._replies(seq))]  # up to the ack
+        except NetlinkReplyError as exc:
+            if exc.errno == _errno.ENODEV:
+                return False
+            raise to_kernel_error("tunnel_exists", exc.errno, {"tunnel_id": tunnel_id}) from None
+        return L2TP_CMD_TUNNEL_GET in commands
 
     def create_session(self, cfg: SessionConfig) -> None:
         subject = {"tunnel_id": cfg.tunnel_id, "session_id": cfg.session_id, "ifname": cfg.ifname}
