@@ -469,29 +469,17 @@ def test_restart_under_traffic_loses_nothing(two_sites: TwoSites, tmp_path: Path
         with in_netns(ns), Kernel() as kernel:
             assert reconcile(kernel, desired_state(res, node), owned).converged
         saved[node] = owned.to_json()
-    traffic = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            two_sites.a,
-            "ping",
-            "-c",
-            "60",
-            "-i",
-            "0.05",
-            "-W",
-            "1",
-            "198.51.100.2",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(0.5)
-    for ns, node in ((two_sites.a, "site-a"), (two_sites.b, "site-b")):
-        restarted = converge(ns, res, node, Owned.from_json(saved[node]))
-        assert restarted.converged and restarted.writes == 0
-    out, _ = traffic.communicate(timeout=60)
+    ping = ["ping", "-c", "60", "-i", "0.05", "-W", "1", "198.51.100.2"]
+    with subprocess.Popen(
+        ["ip", "netns", "exec", two_sites.a, *ping], stdout=subprocess.PIPE, text=True
+    ) as traffic:
+        time.sleep(0.5)
+        try:
+            for ns, node in ((two_sites.a, "site-a"), (two_sites.b, "site-b")):
+                restarted = converge(ns, res, node, Owned.from_json(saved[node]))
+                assert restarted.converged and restarted.writes == 0
+        finally:
+            out, _ = traffic.communicate(timeout=60)
     assert traffic.returncode == 0 and " 0% packet loss" in out, out
 
 
@@ -716,22 +704,24 @@ def test_once_cli_reports_per_object_and_exit_code(two_sites: TwoSites, tmp_path
 
 
 def test_sigterm_stops_without_touching_the_kernel(two_sites: TwoSites, tmp_path: Path) -> None:
-    agent = subprocess.Popen(
-        [
-            *("ip", "netns", "exec", two_sites.a, "kube-l2tp", "agent", "--node", "site-a"),
-            *("--manifests", "embedded", "--state-dir", str(tmp_path)),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        # a bound, not a timing target: Python starts slowly under emulation
-        wait_for(lambda: "198.51.100.1" in ip(two_sites.a, "addr", "show", "dev", "l2tpeth0"), 300)
-        before = l2tp_show(two_sites.a) + ip(two_sites.a, "addr", "show", "dev", "l2tpeth0")
-        agent.terminate()  # SIGTERM
-        _, err = agent.communicate(timeout=30)
-    finally:
-        agent.kill()
+    log = tmp_path / "agent.log"
+    argv = [
+        *("ip", "netns", "exec", two_sites.a, "kube-l2tp", "agent", "--node", "site-a"),
+        *("--manifests", "embedded", "--state-dir", str(tmp_path / "state")),
+    ]
+    with log.open("w") as out, subprocess.Popen(argv, stderr=out) as agent:
+        try:
+            # a bound, not a timing target: Python starts slowly under emulation
+            wait_for(
+                lambda: "198.51.100.1" in ip(two_sites.a, "addr", "show", "dev", "l2tpeth0"), 300
+            )
+            before = l2tp_show(two_sites.a) + ip(two_sites.a, "addr", "show", "dev", "l2tpeth0")
+            agent.terminate()  # SIGTERM
+            agent.wait(timeout=30)
+        except BaseException:
+            agent.kill()
+            raise
+    err = log.read_text()
     assert agent.returncode == 0, err
     assert "stopping; kernel state is left as it is" in err
     assert l2tp_show(two_sites.a) + ip(two_sites.a, "addr", "show", "dev", "l2tpeth0") == before
