@@ -27,11 +27,13 @@ and answers every resource request the way kube-apiserver does:
   stops matching the watch's selectors and ADDED when it starts to, optional bookmarks,
   timeoutSeconds, and a record of every event each watch sent (`watches`);
 - a POSTed CustomResourceDefinition becomes discoverable and served; deleting it removes its
-  objects; namespaces must exist for namespaced objects (default, kube-system, ... are there).
+  objects; namespaces must exist for namespaced objects (default, kube-system, ... are there);
+- OpenAPI v3 with the CRDs' schemas: `kubectl explain` works, and kubectl's default validation
+  leaves unknown fields to the server (fieldValidation=Strict) as with a real cluster.
 
 Not emulated: server-side apply, strategic merge patch beyond a plain merge (built-in kinds only),
 garbage collection (ownerReferences, namespace contents), admission webhooks, authn/authz,
-pagination (limit/continue are ignored: one page), protobuf.
+pagination (limit/continue are ignored: one page), protobuf, OpenAPI v2, built-in kinds' schemas.
 """
 
 from __future__ import annotations
@@ -365,6 +367,9 @@ class Emulator(kmock.KubernetesEmulator):
         kmock.KubernetesScaffold.__attrs_post_init__(self)
         self._changes = collections.deque(maxlen=self.history_limit)
         (self.fallback**1)[self._claims] << self._serve
+        (self.fallback**1)[lambda request: request.url.path.startswith("/openapi/v3")] << (
+            self._serve_openapi
+        )
         (self.fallback**-1) << (lambda: _respond(404, no_resource().status()))  # /openapi/v2 etc.
         self.resources.load_data(_BUILTINS)  # = load_bundled(), minus its deprecated read_binary
         for name in DEFAULT_NAMESPACES:
@@ -402,6 +407,25 @@ class Emulator(kmock.KubernetesEmulator):
                 entry.update(singularName="", verbs=["get", "patch", "update"])
                 entry.update(shortNames=[], categories=[])
         return listing
+
+    async def _serve_openapi(self, request: kmock.Request) -> Response:
+        """OpenAPI v3, enough for kubectl: `explain` reads the CRDs' schemas and descriptions,
+        and `apply`/`create` with their default --validate=strict see that the server takes
+        fieldValidation (a PATCH operation per kind that lists it) and leave it to the server."""
+        groups: dict[str, list[kmock.resource]] = collections.defaultdict(list)
+        for res in list(self.resources):
+            if res.plural and "/" not in res.plural and res.version:
+                key = f"apis/{res.group}/{res.version}" if res.group else f"api/{res.version}"
+                groups[key].append(res)
+        wanted = request.url.path.removeprefix("/openapi/v3").strip("/")
+        if not wanted:
+            paths = {
+                key: {"serverRelativeURL": f"/openapi/v3/{key}?hash={self._rv}"} for key in groups
+            }
+            return _respond(200, {"paths": paths})
+        if wanted not in groups:
+            return _respond(404, no_resource().status())
+        return _respond(200, _openapi_document([self._kind(res) for res in groups[wanted]]))
 
     # --- the public surface for tests (call in the server's loop) ---
 
@@ -1000,6 +1024,40 @@ class Emulator(kmock.KubernetesEmulator):
                 watch.queue.put_nowait(None)
         del self._kinds[kind.resource]
         del self.resources[kind.resource]
+
+
+def _openapi_document(kinds: list[Kind]) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
+    for kind in kinds:
+        group, version = kind.resource.group or "", str(kind.resource.version)
+        gvk = {"group": group, "version": version, "kind": kind.kind}
+        prefix = ".".join(reversed(group.split("."))) if group else "io.k8s.api.core"
+        name = f"{prefix}.{version}.{kind.kind}"
+        schema = copy.deepcopy(kind.schema) if kind.schema else {"type": "object"}
+        if not kind.schema:
+            schema["x-kubernetes-preserve-unknown-fields"] = True  # built-in: not described here
+        schemas[name] = {**schema, "x-kubernetes-group-version-kind": [gvk]}
+        reply = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+        operation = {
+            "x-kubernetes-group-version-kind": gvk,
+            "parameters": [
+                {"name": query, "in": "query", "schema": {"type": "string"}}
+                for query in ("dryRun", "fieldManager", "fieldValidation")
+            ],
+            "responses": {"200": {"description": "OK", "content": reply}},
+        }
+        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        scope = "/namespaces/{namespace}" if kind.namespaced else ""
+        collection = f"{base}{scope}/{kind.resource.plural}"
+        paths[collection] = {"get": operation, "post": operation}
+        paths[collection + "/{name}"] = {"get": operation, "put": operation, "patch": operation}
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
 
 
 def _crd_status(crd: dict[str, Any]) -> dict[str, Any]:

@@ -89,6 +89,25 @@ def test_discovery_serves_builtins_and_our_crds(api: Rest) -> None:
     assert api.get("/version").body["minor"] == "33"
 
 
+def test_openapi_v3_describes_crds_for_kubectl(api: Rest) -> None:
+    index = api.get("/openapi/v3").body["paths"]
+    assert {"api/v1", "apis/kubel2tp.io/v1alpha1"} <= set(index)
+    doc = api.get(index["apis/kubel2tp.io/v1alpha1"]["serverRelativeURL"]).body
+    schema = doc["components"]["schemas"]["io.kubel2tp.v1alpha1.L2TPTunnel"]
+    gvk = {"group": "kubel2tp.io", "version": "v1alpha1", "kind": "L2TPTunnel"}
+    assert schema["x-kubernetes-group-version-kind"] == [gvk]
+    assert (
+        "udp_sport"
+        in schema["properties"]["spec"]["properties"]["udp"]["properties"]["sourcePort"][
+            "description"
+        ]
+    )
+    patch = doc["paths"]["/apis/kubel2tp.io/v1alpha1/l2tptunnels/{name}"]["patch"]
+    assert "fieldValidation" in [p["name"] for p in patch["parameters"]]
+    assert api.get("/openapi/v3/apis/nothing/v1").code == 404
+    assert api.get("/openapi/v2").code == 404
+
+
 def test_default_namespaces_exist(api: Rest) -> None:
     answer = api.get("/api/v1/namespaces")
     assert answer.body["kind"] == "NamespaceList"

@@ -1,7 +1,9 @@
 """kubectl 1.33 against the emulator: what a user does with the CRDs and the examples.
 
 The binary comes from scripts/fetch-k8s-tools.sh (idempotent; a wheel from PyPI, the only
-registry reachable here). `--validate=false` because the emulator serves no OpenAPI documents.
+registry reachable here). The emulator serves just enough OpenAPI v3 for kubectl's default
+`--validate=strict` to hand validation to the server (fieldValidation=Strict) and for
+`kubectl explain` to show the CRDs' descriptions.
 """
 
 from __future__ import annotations
@@ -58,10 +60,10 @@ def test_apply_get_patch_delete(
     crds = kubectl("--validate=false", "apply", "-f", "crds/").stdout
     assert "customresourcedefinition.apiextensions.k8s.io/l2tptunnels.kubel2tp.io created" in crds
 
-    applied = kubectl("--validate=false", "apply", "-f", "examples/seed/site-a.yaml").stdout
+    applied = kubectl("apply", "-f", "examples/seed/site-a.yaml").stdout
     assert "l2tptunnel.kubel2tp.io/site-a created" in applied
     assert "l2tpsession.kubel2tp.io/site-a-1 created" in applied
-    again = kubectl("--validate=false", "apply", "-f", "examples/seed/site-a.yaml").stdout
+    again = kubectl("apply", "-f", "examples/seed/site-a.yaml").stdout
     assert "l2tptunnel.kubel2tp.io/site-a unchanged" in again
 
     table = kubectl("get", "l2tptunnels").stdout.splitlines()
@@ -92,18 +94,36 @@ def test_invalid_manifest_is_rejected_by_the_server_naming_the_field(
     manifest = (REPO / "examples" / "seed" / "site-a.yaml").read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text(manifest.replace("tunnelID: 3000", "tunnelID: 0"))
-    refused = kubectl("--validate=false", "apply", "-f", str(bad), ok=False)
+    refused = kubectl("apply", "-f", str(bad), ok=False)
     assert refused.returncode != 0
     assert 'The L2TPTunnel "site-a" is invalid' in refused.stderr
     assert "spec.tunnelID" in refused.stderr
     assert apiserver.objects("l2tptunnels") == []
+
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(manifest.replace("sourcePort: 5000", "sourcePort: 5000\n    bogus: 1"))
+    strict = kubectl("apply", "-f", str(unknown), ok=False)
+    assert 'strict decoding error: unknown field "spec.udp.bogus"' in strict.stderr
+    lenient = kubectl("apply", "--validate=false", "-f", str(unknown)).stdout
+    assert "l2tptunnel.kubel2tp.io/site-a created" in lenient  # pruned, as the server does
+    assert "bogus" not in apiserver.objects("l2tptunnels")[0]["spec"]["udp"]
+
+
+def test_explain_shows_the_crd_descriptions(
+    kubectl_bin: Path, apiserver: ApiServer, tmp_path: Path
+) -> None:
+    kubectl = Kubectl(kubectl_bin, apiserver, tmp_path)
+    explained = kubectl("explain", "l2tptunnel.spec.udp").stdout
+    assert "KIND:       L2TPTunnel" in explained
+    assert "sourcePort\t<integer> -required-" in explained
+    assert "udp_sport" in explained  # the description written for users, from crds/
 
 
 def test_immutable_node_and_merge_patch(
     kubectl_bin: Path, apiserver: ApiServer, tmp_path: Path
 ) -> None:
     kubectl = Kubectl(kubectl_bin, apiserver, tmp_path)
-    kubectl("--validate=false", "apply", "-f", "examples/seed/site-a.yaml")
+    kubectl("apply", "-f", "examples/seed/site-a.yaml")
     moved = kubectl(
         "patch", "l2tpt", "site-a", "--type=merge", "-p", '{"spec":{"nodeName":"x"}}', ok=False
     )
