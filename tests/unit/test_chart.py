@@ -411,7 +411,8 @@ OPERATOR_GRANTS = {
     *AGENT_GRANTS,
     *(("", "nodes", v) for v in ("get", "list", "watch")),
     *(
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", v)
+        ("admissionregistration.k8s.io", kind, v)
+        for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
         for v in ("get", "list", "watch", "create", "patch", "update")
     ),
     *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),

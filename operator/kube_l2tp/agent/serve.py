@@ -103,11 +103,14 @@ def serve_metrics(agent: Agent, address: str) -> ThreadingHTTPServer:
                 self._reply(404, b"not found\n")
 
         def _reply(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the scraper gave up (timeout): nothing to tell it
 
         def log_message(self, format: str, *args: object) -> None:
             pass
