@@ -93,9 +93,9 @@ step "kube-l2tp status on site-A (counters that ip l2tp does not print)"
 ip netns exec "$A" kube-l2tp status --state-dir "$work/state-a" \
   --manifests embedded --node site-a
 
-step "a few of site-A's agent metrics (/metrics on 127.0.0.1:9717)"
+step "some of site-A's metrics (/metrics on 127.0.0.1:9717): kernel counters and agent health"
 ip netns exec "$A" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9717 &&
-  printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' | grep -E '^kube_l2tp_(reconcile_total|managed_objects)' || true
+  printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' | grep -E '^(kube_l2tp_reconcile_total|kube_l2tp_managed_objects.*ready="true"|l2tp_session_(rx|tx)_packets_total)' || true
 
 step "stopping the agents (SIGTERM): the pseudowire stays up"
 for pid in "${pids[@]}"; do kill -TERM "$pid"; done
