@@ -736,3 +736,36 @@ def test_sigterm_stops_without_touching_the_kernel(two_sites: TwoSites, tmp_path
     assert (
         l2tp_show(two_sites.a) + ip(two_sites.a, "-4", "addr", "show", "dev", "l2tpeth0") == before
     )
+
+
+def test_ipv6_overlay_addresses_are_idempotent_and_carry_traffic(two_sites: TwoSites) -> None:
+    """IPv6 interface addresses, with and without a peer, compare equal to what the kernel
+    reports, so a second reconcile writes nothing."""
+    spec = {
+        "interface": {
+            "addresses": [
+                {"address": "2001:db8:100::1/64"},
+                {"address": "2001:db8:200::1", "peer": "2001:db8:200::2"},
+            ]
+        }
+    }
+    res = pair("192.0.2.1", "192.0.2.2", session_spec=spec, overlay=None)
+    # b's mirrored session swaps the peer pair; give it its own host in the /64 as render says
+    sb = res.sessions[1]
+    iface_b = replace(
+        sb.interface,
+        addresses=(
+            replace(sb.interface.addresses[0], address="2001:db8:200::2", peer="2001:db8:200::1"),
+            replace(sb.interface.addresses[0], address="2001:db8:100::2/64", peer=None),
+        ),
+    )
+    res = Resources(res.tunnels, (res.sessions[0], replace(sb, interface=iface_b)))
+    for ns in (two_sites.a, two_sites.b):  # no duplicate address detection delay on new links
+        run(["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"], netns=ns)
+    owned_a = Owned()
+    assert converge(two_sites.a, res, "a", owned_a).converged
+    assert converge(two_sites.b, res, "b").converged
+    again = converge(two_sites.a, res, "a", owned_a)
+    assert again.converged and again.writes == 0
+    for target in ("2001:db8:100::2", "2001:db8:200::2"):
+        assert pings(two_sites.a, target), target
