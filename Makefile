@@ -60,8 +60,9 @@ demo: venv deps
 # Runs in the VM; writes BENCHMARKS.md (machine, date, kernel, figures, ratios).
 bench: venv deps
 	bash scripts/vm.sh tests/bench/run-in-guest.sh $(ARGS) | tee .bench.out
-	sed -n '/^=== BENCHMARKS.md ===$$/,/^=== end ===$$/p' .bench.out | sed '1d;$$d' > BENCHMARKS.md
-	rm -f .bench.out
+	sed -n '/^=== BENCHMARKS.md ===$$/,/^=== end ===$$/p' .bench.out | sed '1d;$$d' > .bench.md
+	{ head -2 .bench.md; echo "- host: $$(uname -srm), $$(nproc) CPUs, $$(awk '/MemTotal/{printf "%d GiB", $$2/1048576}' /proc/meminfo)"; tail -n +3 .bench.md; } > BENCHMARKS.md
+	rm -f .bench.out .bench.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
