@@ -7,7 +7,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fakekernel import FakeKernel
 
 from kube_l2tp.api import manifests, validation
@@ -287,7 +286,6 @@ def test_session_config_round_trip() -> None:
         recv_seq=True,
         ifname="l2tp-dc1",
     )
-    assert yaml.safe_dump  # keep the yaml import honest for fixtures above
 
 
 def test_l2spec_change_replaces_although_the_kernel_never_reports_it() -> None:
