@@ -60,7 +60,8 @@ demo: venv deps
 # Runs in the VM; writes BENCHMARKS.md (machine, date, kernel, figures, ratios).
 bench: venv deps
 	set -o pipefail; bash scripts/vm.sh tests/bench/run-in-guest.sh $(ARGS) | tee .bench.out
-	sed -n '/^=== BENCHMARKS.md ===$$/,/^=== end ===$$/p' .bench.out | sed '1d;$$d' > .bench.md
+	sed -n '/^=== BENCHMARKS.md ===$$/,/^=== end ===$$/p' .bench.out | sed '1d;$$d' \
+	  | grep -Ev '^(scrape )?N=[0-9]+: ' > .bench.md  # progress lines (stderr) are not the report
 	test -s .bench.md  # never replace BENCHMARKS.md with an empty one
 	{ head -2 .bench.md; echo "- host: $$(uname -srm), $$(nproc) CPUs, $$(awk '/MemTotal/{printf "%d GiB", $$2/1048576}' /proc/meminfo)"; tail -n +3 .bench.md; cat tests/bench/history.md; } > BENCHMARKS.md
 	rm -f .bench.out .bench.md
