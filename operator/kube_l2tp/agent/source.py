@@ -89,9 +89,7 @@ class ManifestSource:
         sessions = tuple(
             o for o in keep.values() if isinstance(o, Session) and o.tunnel_ref in names
         )
-        self._last_good = {k: v for k, v in keep.items() if k not in stale} | {
-            k: self._last_good[k] for k in stale
-        }
+        self._last_good = keep  # stale entries already hold their last valid version
         snapshot = Snapshot(Resources(tunnels, sessions), list(report.problems), stale)
         self._last = snapshot
         return snapshot

@@ -57,7 +57,7 @@ def _default(schema: Schema, value: Any) -> None:
             _default(schema["items"], item)
 
 
-def validate(schema: Schema, value: Any, old: Any = _MISSING) -> list[Violation]:
+def validate(schema: Schema, value: Any, old: Any = None) -> list[Violation]:
     """Every violation of ``schema`` by the already-defaulted ``value``.
 
     A CEL rule runs only where its node's subtree passed the structural checks: a rule evaluated
@@ -65,6 +65,7 @@ def validate(schema: Schema, value: Any, old: Any = _MISSING) -> list[Violation]
     """
     structural = [_violation(e) for e in _validator(json.dumps(schema)).iter_errors(value)]
     broken = [v.path for v in structural]
+    old = _MISSING if old is None else old  # None: a create, where transition rules skip
     return structural + list(_rules(schema, value, old, "", broken))
 
 

@@ -70,7 +70,7 @@ def check_object(
         return [Problem(ERROR, kind, name, "apiVersion", message, source)], None
     schema_ = openapi_schema(kind)
     obj = schema.default(schema_, body)
-    old_obj = schema.default(schema_, old) if old is not None else schema._MISSING
+    old_obj = schema.default(schema_, old) if old is not None else None
     violations = schema.validate_metadata(obj) + schema.validate(schema_, obj, old_obj)
     problems = [Problem(ERROR, kind, name, v.path, v.message, source) for v in violations]
     if problems:

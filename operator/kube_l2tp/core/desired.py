@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from kube_l2tp.api.model import Bridge, Resources, Session, Tunnel
+from kube_l2tp.api.model import AddressSpec, Bridge, Resources, Session, Tunnel
 from kube_l2tp.core.state import Address, SessionConfig, TunnelConfig
 
 
@@ -21,15 +21,9 @@ def canonical_ip(text: str) -> str:
 
 def canonical_address(a: Address) -> Address:
     """Addresses with prefix lengths, as the kernel reports them."""
-    iface = ipaddress.ip_interface(_with_prefix(a.address))
-    peer = str(ipaddress.ip_interface(_with_prefix(a.peer))) if a.peer else None
+    iface = ipaddress.ip_interface(AddressSpec.with_prefix(a.address))
+    peer = str(ipaddress.ip_interface(AddressSpec.with_prefix(a.peer))) if a.peer else None
     return Address(str(iface), peer)
-
-
-def _with_prefix(addr: str) -> str:
-    if "/" in addr:
-        return addr
-    return addr + ("/128" if ":" in addr else "/32")
 
 
 def normalize_tunnel(cfg: TunnelConfig) -> TunnelConfig:

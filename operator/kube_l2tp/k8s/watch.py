@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -120,4 +119,4 @@ class NodeCache(threading.Thread):
                 else:
                     self.objects[name] = obj
             self.on_change()
-        time.sleep(0)  # the server closed the watch (timeout): resume from _version
+        # The server closed the watch (its timeout): run() resumes it from _version.
