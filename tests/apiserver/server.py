@@ -65,8 +65,10 @@ class ApiServer:
         kubeconfig: Path | None = None,
         bookmark_interval: float = 30.0,
         history_limit: int = 100_000,
+        host: str = "127.0.0.1",
     ) -> None:
         self._crds = list(crds)
+        self.host = host  # "0.0.0.0" for clients in other network namespaces (the VM's e2e)
         self._options: dict[str, Any] = {
             "bookmark_interval": bookmark_interval,
             "history_limit": history_limit,
@@ -111,7 +113,7 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{'127.0.0.1' if self.host == '0.0.0.0' else self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -139,7 +141,7 @@ class ApiServer:
         server = aiohttp.web.Server(self.emulator, handler_cancellation=True)
         runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
-        site = aiohttp.web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
+        site = aiohttp.web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:
             await site.start()
         except BaseException:
@@ -259,11 +261,12 @@ class ApiServer:
         """Exceptions the emulator itself raised while serving (each became a 500)."""
         return self.call(lambda: list(self.emulator.errors))
 
-    def write_kubeconfig(self, path: Path) -> Path:
+    def write_kubeconfig(self, path: Path, server: str | None = None) -> Path:
+        """A kubeconfig for this server; `server` is the URL when clients reach it another way."""
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "emulator", "cluster": {"server": server or self.url}}],
             "users": [{"name": "tester", "user": {"token": "emulator"}}],
             "contexts": [
                 {"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}

@@ -182,3 +182,57 @@ def test_restart_before_the_api_answers_prunes_nothing(
     for cache in (second.source.tunnels, second.source.sessions):  # type: ignore[attr-defined]
         cache.stop()
     store.close()
+
+
+def test_a_newcomer_that_collides_is_refused_not_the_running_object(
+    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+) -> None:
+    """Two users, one tunnel id: the object already running keeps it, whatever the names."""
+    a, kernel = agent
+    for obj in objects_for("node-a", 3000, "z"):  # sorts after the newcomer's name
+        apiserver.create(obj)
+    wait(lambda: synced(a))
+    assert a.reconcile_once().converged
+    newcomer = objects_for("node-a", 3000, "a")[0]  # same tunnel id, same node
+    newcomer["spec"]["udp"] = {"sourcePort": 5100, "destinationPort": 6100}
+    apiserver.create(newcomer)
+    wait(lambda: synced(a, tunnels=2))
+    kernel.writes.clear()
+    a.reconcile_once()
+    assert kernel.writes == []  # z-t untouched
+    assert ready(get(apiserver, "l2tptunnels", "z-t")) == "True/Programmed"
+    refused = get(apiserver, "l2tptunnels", "a-t")
+    assert ready(refused) == "False/Conflict"
+    assert refused is not None
+    message = refused["status"]["conditions"][0]["message"]
+    assert "spec.tunnelID" in message and "L2TPTunnel/z-t" in message
+
+
+def test_an_invalid_edit_keeps_the_last_valid_version_running(
+    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+) -> None:
+    """No webhook in the way (or a conflict that only the node sees): nothing is torn down."""
+    a, kernel = agent
+    b_objects = objects_for("node-a", 3001, "b")
+    b_objects[0]["spec"]["udp"] = {"sourcePort": 5100, "destinationPort": 6100}
+    b_objects[1]["spec"]["interfaceName"] = "l2tpeth1"
+    for obj in objects_for("node-a", 3000, "a") + b_objects:
+        apiserver.create(obj)
+    wait(lambda: synced(a, tunnels=2, sessions=2))
+    assert a.reconcile_once().converged
+    path = apiserver.path_for("kubel2tp.io/v1alpha1", "L2TPTunnel") + "/b-t"
+    edit = {"spec": {"tunnelID": 3000}}  # now collides with a-t
+    code, _ = apiserver.submit("PATCH", path, edit, content_type="application/merge-patch+json")
+    assert code == 200
+    cache = a.source.tunnels  # type: ignore[attr-defined]
+    wait(
+        lambda: (
+            {t["metadata"]["name"]: t["spec"]["tunnelID"] for t in cache.snapshot()}["b-t"] == 3000
+        )
+    )
+    kernel.writes.clear()
+    a.reconcile_once()
+    assert kernel.writes == [] and {3000, 3001} <= set(kernel.tunnels)
+    b = get(apiserver, "l2tptunnels", "b-t")
+    assert ready(b) == "False/Conflict"
+    assert b is not None and "last valid version stays programmed" in str(b["status"])

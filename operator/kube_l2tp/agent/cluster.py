@@ -15,11 +15,10 @@ import itertools
 import logging
 from typing import Any
 
-from kube_l2tp.agent.source import Snapshot
+from kube_l2tp.agent.source import LastGood, Snapshot
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
-from kube_l2tp.api import crd, manifests, validation
-from kube_l2tp.api.model import Resources
+from kube_l2tp.api import crd, manifests
 from kube_l2tp.api.problems import Problem, Severity
 from kube_l2tp.core.desired import Owned
 from kube_l2tp.core.reconcile import ObjectResult, Result
@@ -46,6 +45,8 @@ class ClusterSource:
         self.raw: dict[str, dict[str, Any]] = {}  # subject -> API object, of the last load
         self.deleting: set[str] = set()  # subjects with a deletionTimestamp
         self.invalid: dict[str, Problem] = {}
+        self.stale: set[str] = set()  # invalid now, running on their last valid version
+        self._last_good = LastGood()
 
     def changed(self) -> None:
         """Called by the watch threads."""
@@ -65,28 +66,27 @@ class ClusterSource:
         self.raw = raw
         self.deleting = {s for s, o in raw.items() if o["metadata"].get("deletionTimestamp")}
         docs = []
-        for subject, obj in sorted(raw.items()):
+        # First come, first served: of two objects that collide (a tunnel id, a port, an
+        # interface name), the one created later is refused, never the one already running.
+        for subject, obj in sorted(raw.items(), key=_created):
             kind = subject.split("/", 1)[0]
             if subject in self.deleting:
                 continue  # not desired: the reconcile removes it, then the finalizer goes
             if not self.writer.add_finalizer(kind, obj):
                 continue  # programmed only once deletion is guaranteed to clean up
             docs.append(manifests.Document(f"api:{subject}", _plain(obj)))
-        report = validation.check_documents(docs)
+        snapshot = self._last_good.select(docs)
         self.invalid = {}
-        for p in report.errors:
-            self.invalid.setdefault(f"{p.kind}/{p.name}", p)
-        tunnels = tuple(
-            t for t in report.resources.tunnels if f"L2TPTunnel/{t.name}" not in self.invalid
-        )
-        names = {t.name for t in tunnels}
-        sessions = tuple(
-            s
-            for s in report.resources.sessions
-            if f"L2TPSession/{s.name}" not in self.invalid and s.tunnel_ref in names
-        )
-        problems = [p for p in report.problems if p.severity is Severity.WARNING]
-        return Snapshot(Resources(tunnels, sessions), problems + list(self.invalid.values()))
+        for p in snapshot.problems:
+            if p.severity is Severity.ERROR:
+                self.invalid.setdefault(f"{p.kind}/{p.name}", p)
+        self.stale = snapshot.stale
+        return snapshot
+
+
+def _created(item: tuple[str, dict[str, Any]]) -> tuple[str, str]:
+    subject, obj = item
+    return obj["metadata"].get("creationTimestamp") or "", subject
 
 
 def _plain(obj: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +124,10 @@ class StatusWriter:
         if subject in self.source.invalid:
             p = self.source.invalid[subject]
             where = f"{p.path}: " if p.path else ""
-            return ObjectResult(subject, False, "InvalidSpec", where + p.message)
+            kept = (
+                "; the last valid version stays programmed" if subject in self.source.stale else ""
+            )
+            return ObjectResult(subject, False, p.reason, where + p.message + kept)
         found = result.results.get(subject)
         if found is not None:
             return found

@@ -7,7 +7,7 @@ kept (and reported as such) until a valid one replaces it or the object really d
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -39,10 +39,48 @@ class Source(Protocol):
         ...
 
 
+class LastGood:
+    """Validation with memory, shared by every source.
+
+    - An object that fails validation keeps its last valid version (reported as stale) for as
+      long as it is still declared, so an invalid edit never reads as a delete.
+    - Established objects are validated first: when a newcomer collides with a running object
+      (the same tunnel id, port or interface name), the newcomer is the one refused.
+    """
+
+    def __init__(self) -> None:
+        self.kept: dict[str, Tunnel | Session] = {}
+
+    def select(self, docs: Sequence[manifests.Document]) -> Snapshot:
+        """Desired resources from ``docs`` (in order of precedence among newcomers)."""
+        ordered = sorted(docs, key=lambda d: _subject(d.body) not in self.kept)  # stable
+        report = validation.check_documents(ordered)
+        bad = {f"{p.kind}/{p.name}" for p in report.errors}
+        declared = {_subject(d.body) for d in docs}
+        keep: dict[str, Tunnel | Session] = {}
+        stale: set[str] = set()
+        objects: list[Tunnel | Session] = [*report.resources.tunnels, *report.resources.sessions]
+        for obj in objects:
+            subject = f"{_kind(obj)}/{obj.name}"
+            if subject not in bad:
+                keep[subject] = obj
+        for subject in bad - keep.keys():
+            if subject in self.kept and subject in declared:
+                keep[subject] = self.kept[subject]
+                stale.add(subject)
+        tunnels = tuple(o for o in keep.values() if isinstance(o, Tunnel))
+        names = {t.name for t in tunnels}
+        sessions = tuple(
+            o for o in keep.values() if isinstance(o, Session) and o.tunnel_ref in names
+        )
+        self.kept = keep  # stale entries already hold their last valid version
+        return Snapshot(Resources(tunnels, sessions), list(report.problems), stale)
+
+
 class ManifestSource:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._last_good: dict[str, Tunnel | Session] = {}
+        self._last_good = LastGood()
         self._last: Snapshot | None = None
 
     def ready(self) -> bool:
@@ -67,45 +105,19 @@ class ManifestSource:
             if self._last is None:
                 return Snapshot(Resources(), [problem])
             # Unreadable: keep everything as it was rather than remove it.
-            return Snapshot(self._last.resources, [problem], set(self._last_good))
-        report = validation.check_documents(docs)
-        bad = {f"{p.kind}/{p.name}" for p in report.errors}
-        keep: dict[str, Tunnel | Session] = {}
-        stale: set[str] = set()
-        objects: list[Tunnel | Session] = [*report.resources.tunnels, *report.resources.sessions]
-        for obj in objects:
-            subject = f"{_kind(obj)}/{obj.name}"
-            if subject not in bad:
-                keep[subject] = obj
-            elif subject in self._last_good:
-                keep[subject] = self._last_good[subject]
-                stale.add(subject)
-        for subject in bad - keep.keys():
-            if subject in self._last_good and _named(subject, docs):
-                keep[subject] = self._last_good[subject]
-                stale.add(subject)
-        tunnels = tuple(o for o in keep.values() if isinstance(o, Tunnel))
-        names = {t.name for t in tunnels}
-        sessions = tuple(
-            o for o in keep.values() if isinstance(o, Session) and o.tunnel_ref in names
-        )
-        self._last_good = keep  # stale entries already hold their last valid version
-        snapshot = Snapshot(Resources(tunnels, sessions), list(report.problems), stale)
-        self._last = snapshot
-        return snapshot
+            return Snapshot(self._last.resources, [problem], set(self._last_good.kept))
+        self._last = self._last_good.select(docs)
+        return self._last
 
 
 def _kind(obj: Tunnel | Session) -> str:
     return "L2TPTunnel" if isinstance(obj, Tunnel) else "L2TPSession"
 
 
-def _named(subject: str, docs: list[manifests.Document]) -> bool:
-    """Whether a document still declares ``subject`` (even if invalid)."""
-    kind, name = subject.split("/", 1)
-    for doc in docs:
-        body = doc.body
-        if isinstance(body, dict) and body.get("kind") == kind:
-            meta = body.get("metadata")
-            if isinstance(meta, dict) and meta.get("name") == name:
-                return True
-    return False
+def _subject(body: object) -> str:
+    """ "Kind/name" of a document's body, even an invalid one ("" if it has neither)."""
+    if not isinstance(body, dict):
+        return ""
+    meta = body.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return f"{body.get('kind')}/{name}"

@@ -19,6 +19,9 @@ class Problem:
     path: str  # field path, e.g. "spec.udp.sourcePort" ("" for the whole object)
     message: str  # what is wrong and how to fix it
     source: str = ""  # file (and document index) the object came from
+    # The condition reason an agent reports: "Conflict" when another object holds what this one
+    # declares (an id, a port, a name), "InvalidSpec" for anything wrong with the object itself.
+    reason: str = "InvalidSpec"
 
     def render(self) -> str:
         """One line: file: kind/name: field: message."""

@@ -117,12 +117,23 @@ def check_set(resources: Resources) -> list[Problem]:
     return problems
 
 
-def _t(tunnel: Tunnel, path: str, message: str, severity: Severity = ERROR) -> Problem:
-    return Problem(severity, crd.TUNNEL_KIND, tunnel.name, path, message, tunnel.source)
+def _t(
+    tunnel: Tunnel, path: str, message: str, severity: Severity = ERROR, reason: str = "InvalidSpec"
+) -> Problem:
+    return Problem(severity, crd.TUNNEL_KIND, tunnel.name, path, message, tunnel.source, reason)
 
 
-def _s(session: Session, path: str, message: str, severity: Severity = ERROR) -> Problem:
-    return Problem(severity, crd.SESSION_KIND, session.name, path, message, session.source)
+def _s(
+    session: Session,
+    path: str,
+    message: str,
+    severity: Severity = ERROR,
+    reason: str = "InvalidSpec",
+) -> Problem:
+    return Problem(severity, crd.SESSION_KIND, session.name, path, message, session.source, reason)
+
+
+CONFLICT = "Conflict"  # the reason of a problem that another object causes (first come wins)
 
 
 def _references(res: Resources) -> Iterable[Problem]:
@@ -162,6 +173,7 @@ def _unique_per_node(node: str, res: Resources) -> Iterable[Problem]:
                 "spec.tunnelID",
                 f"tunnel id {t.tunnel_id} is already used by L2TPTunnel/{other.name} {where}:"
                 " tunnel ids must be unique per node",
+                reason=CONFLICT,
             )
         if t.udp is not None:
             key = (t.local, t.udp.source_port)
@@ -173,6 +185,7 @@ def _unique_per_node(node: str, res: Resources) -> Iterable[Problem]:
                     f"{t.local} port {t.udp.source_port} is already used by"
                     f" L2TPTunnel/{other.name} {where}: each UDP tunnel needs its own local"
                     " address and source port",
+                    reason=CONFLICT,
                 )
     tunnels = {t.name: t for t in res.tunnels}
     per_tunnel: dict[tuple[str, int], Session] = {}
@@ -185,6 +198,7 @@ def _unique_per_node(node: str, res: Resources) -> Iterable[Problem]:
                 "spec.sessionID",
                 f"session id {s.session_id} is already used by L2TPSession/{other_s.name} in"
                 f" tunnel {s.tunnel_ref!r}: session ids must be unique per tunnel",
+                reason=CONFLICT,
             )
         else:
             by_id[s.session_id].append(s)
@@ -198,6 +212,7 @@ def _unique_per_node(node: str, res: Resources) -> Iterable[Problem]:
                     f"session id {sid} is also used by L2TPSession/{group[0].name} {where}, and"
                     f" L2TPSession/{ip_encap[0].name} uses IP encapsulation, where the kernel"
                     " identifies sessions by id alone: use a session id unique on the node",
+                    reason=CONFLICT,
                 )
     yield from _interface_names(node, res)
 
@@ -218,6 +233,7 @@ def _interface_names(node: str, res: Resources) -> Iterable[Problem]:
                 path,
                 f"interface name {name!r} is already used by L2TPSession/{other[1].name}"
                 f" ({other[0]}) on node {node!r}: interface names must be unique per node",
+                reason=CONFLICT,
             )
 
     def bridge(b_name: str, ports: tuple[str, ...], s: Session, path: str) -> Iterable[Problem]:
@@ -230,6 +246,7 @@ def _interface_names(node: str, res: Resources) -> Iterable[Problem]:
                     f"{path}.ports[{i}]",
                     f"host port {port!r} is already a port of bridge {other[0]!r}"
                     f" (L2TPSession/{other[1].name}): an interface can be in one bridge only",
+                    reason=CONFLICT,
                 )
 
     for s in res.sessions:
