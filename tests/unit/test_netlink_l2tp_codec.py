@@ -8,17 +8,22 @@ import json
 import socket
 import struct
 from collections.abc import Iterator
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 
 from kube_l2tp.core.state import (
+    STATS_FIELDS,
     KernelError,
     ObservedSession,
+    ObservedTunnel,
     Outcome,
     SessionConfig,
+    SessionCounters,
     Stats,
     TunnelConfig,
+    TunnelCounters,
 )
 from kube_l2tp.netlink import l2tp as nl
 from kube_l2tp.netlink.l2tp import (
@@ -30,8 +35,10 @@ from kube_l2tp.netlink.l2tp import (
     L2tpEvent,
     L2tpEvents,
     NetlinkReplyError,
+    decode_session_counters,
     decode_sessions,
     decode_sessions_pyroute2,
+    decode_tunnel_counters,
     decode_tunnels,
     decode_tunnels_pyroute2,
     iter_messages,
@@ -582,3 +589,126 @@ def test_no_l2tp_in_the_kernel_is_not_supported(code: int) -> None:
             nl._resolve_family(ours)
     assert info.value.outcome is Outcome.NOT_SUPPORTED
     assert "modprobe l2tp_eth" in info.value.detail
+
+
+# --- counters only, for a scrape ------------------------------------------------------------
+
+
+def as_counters(
+    tunnels: list[ObservedTunnel], sessions: list[ObservedSession]
+) -> tuple[list[TunnelCounters], list[SessionCounters]]:
+    """What the counters decoders must read: the full decoders' ids, names and stats."""
+    return (
+        [(t.config.tunnel_id, astuple(t.stats)) for t in tunnels],
+        [(s.config.tunnel_id, s.config.session_id, s.config.ifname, astuple(s.stats))
+         for s in sessions],
+    )  # fmt: skip
+
+
+def test_counters_decoders_read_what_the_full_decoders_read_on_captured_dumps() -> None:
+    tunnels, sessions = as_counters(
+        decode_tunnels(chunks("tunnel_dump")), decode_sessions(chunks("session_dump"))
+    )
+    assert decode_tunnel_counters(chunks("tunnel_dump")) == tunnels
+    assert decode_session_counters(chunks("session_dump")) == sessions
+    assert [t[0] for t in tunnels] == [3000, 3001, 3002, 3003, 3004, 3005, 3006]
+    assert sessions[0][:3] == (3000, 1000, "l2tpeth0")
+    assert sessions[0][3][STATS_FIELDS.index("rx_packets")] > 0  # the capture's pings
+
+
+def with_counters(chunk: bytes, first: int) -> bytes:
+    """A captured chunk whose stats nests carry distinct values from ``first`` on."""
+    out, offset = bytearray(chunk), 0
+    while offset + 16 <= len(out):
+        length = struct.unpack_from("=I", out, offset)[0]
+        pos = offset + 20
+        while pos + 4 <= offset + length:
+            alen, kind = struct.unpack_from("=HH", out, pos)
+            if kind == nl.L2TP_ATTR_STATS:
+                for inner in range(pos + 4, pos + alen, 12):
+                    struct.pack_into("=Q", out, inner + 4, first)
+                    first += 2**40 + 1  # beyond 32 bits, and beyond a double's 53 at the end
+            pos += (alen + 3) & ~3
+        offset += (length + 3) & ~3
+    return bytes(out)
+
+
+def test_counters_are_read_at_their_own_attribute_numbers() -> None:
+    """Every counter distinct, so reading the kernel's order (10 between 6 and 7) wrongly shows."""
+    tunnel_dump = [with_counters(c, 1) for c in chunks("tunnel_dump")]
+    session_dump = [with_counters(c, 2**62) for c in chunks("session_dump")]
+    tunnels, sessions = as_counters(decode_tunnels(tunnel_dump), decode_sessions(session_dump))
+    assert decode_tunnel_counters(tunnel_dump) == tunnels
+    assert decode_session_counters(session_dump) == sessions
+    assert len({v for _, c in tunnels for v in c}) == 10 * len(tunnels)
+    assert max(v for *_, c in sessions for v in c) > 2**53
+
+
+def test_counters_of_a_large_multi_chunk_dump() -> None:
+    dump = synthetic_session_dump(300, per_chunk=70)
+    assert decode_session_counters(dump) == as_counters([], decode_sessions(dump))[1]
+
+
+def reencode(message: bytes, attrs: list[tuple[int, bytes]]) -> bytes:
+    """A SESSION_GET/TUNNEL_GET message of ``message``'s headers with ``attrs`` as its body."""
+    body = b"".join(
+        struct.pack("=HH", 4 + len(p), kind) + p + b"\0" * (-len(p) % 4) for kind, p in attrs
+    )
+    head = struct.pack("=IHHII", 20 + len(body), FAMILY, 2, 1, 0) + message[16:20]
+    return head + body + struct.pack("=IHHIIi", 20, nl.NLMSG_DONE, nl.NLM_F_MULTI, 1, 0, 0)
+
+
+def first_message(name: str) -> bytes:
+    chunk = chunks(name)[0]
+    return chunk[: struct.unpack_from("=I", chunk)[0]]
+
+
+def test_counters_in_another_layout_take_the_generic_walk() -> None:
+    """The fixed places are 6.1's layout, not an assumption: other orders, a pad attribute in
+    the stats, or no interface name are read by walking the attributes."""
+    for name, decode in (
+        ("tunnel_dump", decode_tunnel_counters),
+        ("session_dump", decode_session_counters),
+    ):
+        message = with_counters(first_message(name), 7)
+        attrs = attr_list(message[16:])
+        expected = decode([message])
+        assert decode([reencode(message, attrs)]) == expected  # the same layout, the fast path
+        assert decode([reencode(message, attrs[::-1])]) == expected
+        stats = dict(attrs)[nl.L2TP_ATTR_STATS]
+        padded = [(k, struct.pack("=HH", 4, 9) + stats if k == nl.L2TP_ATTR_STATS else p)
+                  for k, p in attrs]  # fmt: skip
+        assert decode([reencode(message, padded)]) == expected
+    message = first_message("session_dump")
+    nameless = [(k, p) for k, p in attr_list(message[16:]) if k != nl.L2TP_ATTR_IFNAME]
+    ((tid, sid, ifname, _),) = decode_session_counters([reencode(message, nameless)])
+    assert (tid, sid, ifname) == (3000, 1000, None)
+
+
+def test_dump_counters_makes_one_tunnel_dump_and_one_session_dump(
+    fake_kernel: tuple[L2tp, socket.socket],
+) -> None:
+    l2tp, kernel = fake_kernel
+    seq = l2tp._seq
+    for chunk in chunks("tunnel_dump"):
+        kernel.send(with_seq(chunk, seq + 1))
+    for chunk in chunks("session_dump"):
+        kernel.send(with_seq(chunk, seq + 2))
+    tunnels, sessions = l2tp.dump_counters()
+    assert [kernel.recv(4096)[16] for _ in range(2)] == [L2TP_CMD_TUNNEL_GET, L2TP_CMD_SESSION_GET]
+    assert (tunnels, sessions) == as_counters(
+        decode_tunnels(chunks("tunnel_dump")), decode_sessions(chunks("session_dump"))
+    )
+
+
+def test_the_kernels_own_layout_never_takes_the_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    def walk(*_: object) -> None:
+        raise AssertionError("generic walk taken")
+
+    expected = (decode_tunnel_counters(chunks("tunnel_dump")),
+                decode_session_counters(chunks("session_dump")))  # fmt: skip
+    monkeypatch.setattr(nl, "_walk_attrs", walk)
+    monkeypatch.setattr(nl, "session_at", walk)
+    assert decode_tunnel_counters(chunks("tunnel_dump")) == expected[0]
+    assert decode_session_counters(chunks("session_dump")) == expected[1]
+    assert decode_session_counters(synthetic_session_dump(50, per_chunk=20))

@@ -3,9 +3,10 @@
 Liveness depends only on the agent's own loop (never on the API server: losing the API must not
 restart a data-plane agent); readiness needs a first reconcile to have completed.
 
-/metrics serves the agent's own metrics (metrics.agent) and the kernel's counters of the objects
-it manages (metrics.kernel), read at scrape time through a socket of the scraping threads' own:
-one tunnel dump and one session dump per scrape.
+/metrics serves the agent's own metrics (metrics.agent, prometheus_client's registry) followed by
+the kernel's counters of the objects it manages (metrics.kernel.KernelMetrics, text written
+directly: the bulk of the response), read at scrape time through a socket of the scraping
+threads' own: one tunnel dump and one session dump per scrape, counters only.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from kube_l2tp.agent.source import Snapshot
 from kube_l2tp.agent.standalone import Agent
+from kube_l2tp.core.desired import Desired
 from kube_l2tp.core.liveness import Liveness
 from kube_l2tp.core.reconcile import Result
-from kube_l2tp.core.state import ObservedSession, ObservedTunnel
+from kube_l2tp.core.state import SessionCounters, TunnelCounters
 from kube_l2tp.metrics.agent import AgentMetrics
-from kube_l2tp.metrics.kernel import Dump, KernelCollector, Names, SessionKey
+from kube_l2tp.metrics.kernel import CounterDump, KernelMetrics, Names, SessionKey
 from kube_l2tp.netlink.l2tp import L2tp
 
 DEFAULT_PORT = 9717
@@ -39,12 +41,12 @@ class KernelScraper:
         self._lock = threading.Lock()
         self._l2tp: L2tp | None = None
 
-    def __call__(self) -> tuple[list[ObservedTunnel], list[ObservedSession]]:
+    def __call__(self) -> tuple[list[TunnelCounters], list[SessionCounters]]:
         with self._lock:
             if self._l2tp is None:
                 self._l2tp = L2tp()  # KernelError(NOT_SUPPORTED) without L2TP
             try:
-                return self._l2tp.dump_tunnels(), self._l2tp.dump_sessions()
+                return self._l2tp.dump_counters()
             except BaseException:
                 self._l2tp.close()
                 self._l2tp = None
@@ -57,8 +59,19 @@ class KernelScraper:
                 self._l2tp = None
 
 
-def build_registry(agent: Agent, dump: Dump | None = None) -> CollectorRegistry:
-    """The agent's /metrics: its own metrics, fed by on_result, and the kernel collector."""
+class Metrics:
+    """What /metrics answers: the agent's registry, then the kernel's counters."""
+
+    def __init__(self, registry: CollectorRegistry, kernel: KernelMetrics) -> None:
+        self.registry = registry
+        self.kernel = kernel
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry) + self.kernel.render()
+
+
+def build_metrics(agent: Agent, dump: CounterDump | None = None) -> Metrics:
+    """The agent's /metrics: its own metrics, fed by on_result, and the kernel's counters."""
     registry = CollectorRegistry()
     metrics = AgentMetrics(registry, agent.config.node)
 
@@ -68,21 +81,26 @@ def build_registry(agent: Agent, dump: Dump | None = None) -> CollectorRegistry:
     def peers() -> dict[SessionKey, Liveness]:
         return {k: v.state for k, v in agent.liveness.verdicts().items()}
 
+    # The agent replaces its Desired on every reconcile and never changes one: one Names each.
+    last: tuple[Desired | None, Names] = (None, Names())
+
+    def names() -> Names:
+        nonlocal last
+        desired = agent.desired
+        if last[0] is not desired:
+            last = (desired, Names.of(desired))
+        return last[1]
+
     agent.on_result.append(on_result)
-    registry.register(
-        KernelCollector(
-            agent.config.node,
-            dump if dump is not None else KernelScraper(),
-            lambda: Names.of(agent.desired),
-            peers,
-        )
+    kernel = KernelMetrics(
+        agent.config.node, dump if dump is not None else KernelScraper(), names, peers
     )
-    return registry
+    return Metrics(registry, kernel)
 
 
 def serve_metrics(agent: Agent, address: str) -> ThreadingHTTPServer:
     host, _, port = address.rpartition(":")
-    registry = build_registry(agent)
+    metrics = build_metrics(agent)
     state = {"ready": False}
 
     def on_result(_snapshot: Snapshot, _result: Result, _seconds: float) -> None:
@@ -93,7 +111,7 @@ def serve_metrics(agent: Agent, address: str) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/metrics":
-                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                self._reply(200, metrics.render(), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
                 self._reply(200, b"ok\n")
             elif self.path == "/readyz":

@@ -81,6 +81,17 @@ class Stats:
     rx_invalid: int = 0
 
 
+STATS_FIELDS: tuple[str, ...] = tuple(Stats.__dataclass_fields__)
+"""Stats' field names in order: the order of the counters in a Counters tuple."""
+
+Counters = tuple[int, ...]
+"""One object's Stats as a plain tuple in STATS_FIELDS order (a scrape reads one per object)."""
+TunnelCounters = tuple[int, Counters]
+"""(tunnel_id, counters): what a scrape needs of a tunnel."""
+SessionCounters = tuple[int, int, str | None, Counters]
+"""(tunnel_id, session_id, interface name, counters): what a scrape needs of a session."""
+
+
 @dataclass(frozen=True)
 class ObservedTunnel:
     config: TunnelConfig

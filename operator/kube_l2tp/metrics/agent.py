@@ -1,7 +1,7 @@
 """The agent's own metrics (kube_l2tp_*): reconcile health and what it manages.
 
 The kernel's counters, L2TP support and peer liveness are read at scrape time by
-metrics.kernel.KernelCollector; this module holds what the agent's loop records.
+metrics.kernel.KernelMetrics; this module holds what the agent's loop records.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ Names and numbers follow include/uapi/linux/l2tp.h and net/l2tp/l2tp_netlink.c (
 from __future__ import annotations
 
 import errno as _errno
+import operator
 import os
 import socket
 import struct
@@ -39,13 +40,17 @@ from pyroute2.netlink import (
 )
 
 from kube_l2tp.core.state import (
+    STATS_FIELDS,
+    Counters,
     KernelError,
     ObservedSession,
     ObservedTunnel,
     Outcome,
     SessionConfig,
+    SessionCounters,
     Stats,
     TunnelConfig,
+    TunnelCounters,
 )
 from kube_l2tp.netlink.errors import outcome_for
 
@@ -611,6 +616,82 @@ def decode_sessions(chunks: Iterable[bytes]) -> list[ObservedSession]:
     ]
 
 
+# --- counters only, for a scrape (pure) -----------------------------------------------------
+#
+# A scrape needs ids, the interface name and the counters, nothing else, and reads them for
+# every object every time. In 6.1's layout (l2tp_nl_tunnel_send/l2tp_nl_session_send) they sit
+# at fixed places: a tunnel's stats nest follows its first five attributes, a session's is its
+# last attribute and its IFNAME follows the six-attribute head. One unpack per place reads
+# headers and values together; the headers are checked, and any other layout takes the walk.
+
+_STATS_NEST: Final = struct.Struct("=I" + "IQ" * 10)  # nest header, then (header, u64) x 10
+_STATS_NEST_EXPECTED: Final = (_U32.unpack(_NLA_HDR.pack(_STATS_NEST.size, L2TP_ATTR_STATS))[0],)
+_STATS_NEST_HEADERS: Final = operator.itemgetter(0, *range(1, 21, 2))
+_STATS_NEST_VALUES: Final = operator.itemgetter(*(2 + 2 * i for i in _STATS_PERMUTATION))
+_TUNNEL_HEAD: Final = struct.Struct("=I4xII" + "I4x" * 3)  # PROTO_VERSION .. ENCAP_TYPE
+_TUNNEL_HEAD_EXPECTED: Final = tuple(
+    _U32.unpack(_NLA_HDR.pack(length, kind))[0]
+    for length, kind in ((5, 7), (8, 9), (8, 10), (8, 17), (6, 2))
+)
+_TUNNEL_COUNTERS: Final = struct.Struct(_TUNNEL_HEAD.format + _STATS_NEST.format[1:])
+_TUNNEL_COUNTERS_HEADERS: Final = operator.itemgetter(0, 1, 3, 4, 5, 6, *range(7, 27, 2))
+_TUNNEL_COUNTERS_VALUES: Final = operator.itemgetter(*(8 + 2 * i for i in _STATS_PERMUTATION))
+_TUNNEL_COUNTERS_EXPECTED: Final = _TUNNEL_HEAD_EXPECTED + _STATS_NEST_EXPECTED + _STATS_EXPECTED
+_STATS_NEST_EXPECTED_ALL: Final = _STATS_NEST_EXPECTED + _STATS_EXPECTED
+
+
+def _counters(stats: Stats) -> Counters:
+    return tuple(getattr(stats, name) for name in STATS_FIELDS)
+
+
+def decode_tunnel_counters(chunks: Iterable[bytes]) -> list[TunnelCounters]:
+    """(tunnel_id, counters) per TUNNEL_GET message; equal to what decode_tunnels reads."""
+    out: list[TunnelCounters] = []
+    unpack = _TUNNEL_COUNTERS.unpack_from
+    size = _TUNNEL_COUNTERS.size
+    for cmd, buf, start, end in iter_spans(chunks):
+        if cmd != L2TP_CMD_TUNNEL_GET:
+            continue
+        if end - start >= size:
+            fields = unpack(buf, start)
+            if _TUNNEL_COUNTERS_HEADERS(fields) == _TUNNEL_COUNTERS_EXPECTED:
+                out.append((fields[2], _TUNNEL_COUNTERS_VALUES(fields)))
+                continue
+        attrs = _walk_attrs(buf, start, end)
+        tid = _U32.unpack(attrs[L2TP_ATTR_CONN_ID])[0]
+        out.append((tid, _counters(_stats(attrs.get(L2TP_ATTR_STATS)))))
+    return out
+
+
+def decode_session_counters(chunks: Iterable[bytes]) -> list[SessionCounters]:
+    """(tunnel_id, session_id, ifname, counters) per SESSION_GET message; equal to what
+    decode_sessions reads."""
+    out: list[SessionCounters] = []
+    unpack_head, unpack_nest = _SESSION_HEAD.unpack_from, _STATS_NEST.unpack_from
+    unpack_hdr = _NLA_HDR.unpack_from
+    head_size, nest_size = _SESSION_HEAD.size, _STATS_NEST.size
+    for cmd, buf, start, end in iter_spans(chunks):
+        if cmd != L2TP_CMD_SESSION_GET:
+            continue
+        pos = start + head_size  # where IFNAME is
+        if end - nest_size >= pos + 4:
+            head = unpack_head(buf, start)
+            nest = unpack_nest(buf, end - nest_size)
+            length, kind = unpack_hdr(buf, pos)
+            if (
+                kind == L2TP_ATTR_IFNAME
+                and pos + length <= end - nest_size
+                and head[0::2] == _SESSION_HEAD_EXPECTED
+                and _STATS_NEST_HEADERS(nest) == _STATS_NEST_EXPECTED_ALL
+            ):
+                ifname = buf[pos + 4 : pos + length].rstrip(b"\0").decode()
+                out.append((head[1], head[3], ifname, _STATS_NEST_VALUES(nest)))
+                continue
+        s = session_at(buf, start, end)
+        out.append((s.config.tunnel_id, s.config.session_id, s.config.ifname, _counters(s.stats)))
+    return out
+
+
 def _pyroute2_messages(chunks: Iterable[bytes], cmd: int) -> Iterator[Any]:
     for buf in chunks:
         offset = 0
@@ -882,6 +963,17 @@ class L2tp:
             return decode_sessions(self.dump_raw(L2TP_CMD_SESSION_GET))
         except NetlinkReplyError as exc:
             raise to_kernel_error("dump_sessions", exc.errno, {}, exc.message) from None
+
+    def dump_counters(self) -> tuple[list[TunnelCounters], list[SessionCounters]]:
+        """Ids, interface names and counters of every tunnel and session: one dump of each.
+
+        What a scrape reads: nothing else is decoded and no object is made per session.
+        """
+        try:
+            tunnels = decode_tunnel_counters(self.dump_raw(L2TP_CMD_TUNNEL_GET))
+            return tunnels, decode_session_counters(self.dump_raw(L2TP_CMD_SESSION_GET))
+        except NetlinkReplyError as exc:
+            raise to_kernel_error("dump_counters", exc.errno, {}, exc.message) from None
 
     def create_tunnel(self, cfg: TunnelConfig) -> None:
         subject = {
