@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
@@ -24,6 +25,17 @@ PLURALS = {"L2TPTunnel": "l2tptunnels", "L2TPSession": "l2tpsessions"}
 EVENT_NAMESPACE = "default"  # Events about cluster-scoped objects live in "default"
 
 
+@dataclass
+class _Written:
+    """What this writer last wrote to one object, and the object's versions that cannot show
+    more recent writes of anyone else: a watch's cached copy at one of them may lag behind."""
+
+    versions: set[str]  # the versions our writes were based on and the ones they produced
+    latest: str  # the version our last write produced
+    status: dict[str, Any] | None = None
+    finalized: bool | None = None  # whether our last finalizer write left our finalizer on
+
+
 class Writer:
     def __init__(self, api: client.CustomObjectsApi, core: client.CoreV1Api, node: str) -> None:
         self.api = api
@@ -31,37 +43,49 @@ class Writer:
         self.node = node
         self.finalizer = node_finalizer(node)
         self.writes = 0
+        self._written: dict[tuple[str, str], _Written] = {}  # (kind, name) -> our last writes
 
     def add_finalizer(self, kind: str, obj: dict[str, Any]) -> bool:
         """Before the agent programs an object: deleting it must first clean this node's kernel."""
         meta = obj["metadata"]
         finalizers = list(meta.get("finalizers") or [])
-        if self.finalizer in finalizers or meta.get("deletionTimestamp"):
+        if meta.get("deletionTimestamp") or self.finalized(kind, obj):
             return True
-        return self._patch_meta(kind, meta, [*finalizers, self.finalizer])
+        others = [f for f in finalizers if f != self.finalizer]
+        return self._patch_meta(kind, meta, [*others, self.finalizer])
 
     def remove_finalizer(self, kind: str, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
         finalizers = list(meta.get("finalizers") or [])
-        if self.finalizer not in finalizers:
+        if not self.finalized(kind, obj):
             return True
         return self._patch_meta(kind, meta, [f for f in finalizers if f != self.finalizer])
+
+    def finalized(self, kind: str, obj: dict[str, Any]) -> bool:
+        """Whether the object has this node's finalizer, counting our writes the cache lacks."""
+        written = self._since(kind, obj)
+        if written is not None and written.finalized is not None:
+            return written.finalized
+        return self.finalizer in (obj["metadata"].get("finalizers") or [])
 
     def _patch_meta(self, kind: str, meta: dict[str, Any], finalizers: list[str]) -> bool:
         # The resourceVersion makes it a compare-and-swap: a concurrent change makes it fail
         # (409) instead of dropping another controller's finalizer.
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
         try:
-            self.api.patch_cluster_custom_object(GROUP, VERSION, PLURALS[kind], meta["name"], body)
+            answer = self.api.patch_cluster_custom_object(
+                GROUP, VERSION, PLURALS[kind], meta["name"], body
+            )
         except ApiException as exc:
             log.info("%s/%s: finalizer update deferred: %s", kind, meta["name"], exc.reason)
             return False
         self.writes += 1
+        self._wrote(kind, meta, answer).finalized = self.finalizer in finalizers
         return True
 
     def status(self, kind: str, obj: dict[str, Any], status: dict[str, Any]) -> None:
         """Merge-patch /status when it differs from what the object already says."""
-        current = obj.get("status") or {}
+        current = self.current_status(kind, obj)
         merged = dict(current)
         merged.update(status)
         merged["conditions"] = current.get("conditions") or []
@@ -69,14 +93,49 @@ class Writer:
             merged["conditions"] = conditions.merge(merged["conditions"], cond)
         if _same(current, merged):
             return
-        name = obj["metadata"]["name"]
+        meta = obj["metadata"]
         try:
-            self.api.patch_cluster_custom_object_status(
-                GROUP, VERSION, PLURALS[kind], name, {"status": merged}
+            answer = self.api.patch_cluster_custom_object_status(
+                GROUP, VERSION, PLURALS[kind], meta["name"], {"status": merged}
             )
-            self.writes += 1
         except ApiException as exc:
-            log.info("%s/%s: status update deferred: %s", kind, name, exc.reason)
+            log.info("%s/%s: status update deferred: %s", kind, meta["name"], exc.reason)
+            return
+        self.writes += 1
+        self._wrote(kind, meta, answer).status = merged
+
+    def current_status(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """The object's status as the server has it, counting our writes the cache lacks
+        (comparing with a lagging copy would write the same status twice)."""
+        written = self._since(kind, obj)
+        if written is not None and written.status is not None:
+            return written.status
+        cached: dict[str, Any] = obj.get("status") or {}
+        return cached
+
+    def _since(self, kind: str, obj: dict[str, Any]) -> _Written | None:
+        """Our writes to this object, if the copy given cannot show anything newer."""
+        key = (kind, obj["metadata"]["name"])
+        written = self._written.get(key)
+        version = obj["metadata"].get("resourceVersion")
+        if written is None or version in written.versions:
+            if written is not None and version == written.latest:
+                written.versions = {version}  # caught up: older versions will not come back
+            return written
+        del self._written[key]  # someone else wrote after us: the copy is the truth now
+        return None
+
+    def _wrote(self, kind: str, meta: dict[str, Any], answer: Any) -> _Written:
+        key = (kind, meta["name"])
+        after = answer.get("metadata") if isinstance(answer, dict) else None
+        latest = str((after or {}).get("resourceVersion", ""))
+        based_on = str(meta.get("resourceVersion", ""))
+        written = self._written.get(key)
+        if written is None:
+            written = self._written[key] = _Written({based_on}, latest)
+        written.versions |= {based_on, latest}
+        written.latest = latest
+        return written
 
     def event(
         self, kind: str, obj: dict[str, Any], reason: str, message: str, warning: bool

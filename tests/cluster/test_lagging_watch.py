@@ -1,0 +1,52 @@
+"""A reconcile that runs before the watch has brought back the agent's own writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakekernel import FakeKernel
+from test_cluster_agent import objects_for, synced, wait
+
+from apiserver.server import ApiServer
+from kube_l2tp.agent.cluster import StatusWriter, cluster_agent
+from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.statestore import StateStore
+
+
+@pytest.fixture
+def agent(apiserver: ApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
+    kernel = FakeKernel()
+    store = StateStore(tmp_path / "state")
+    a = cluster_agent(AgentConfig("node-a", Path(), tmp_path / "state"), kernel, store)  # type: ignore[arg-type]
+    yield a, kernel
+    for cache in (a.source.tunnels, a.source.sessions):  # type: ignore[attr-defined]
+        cache.stop()
+    store.close()
+
+
+def test_neither_the_data_plane_nor_the_status_moves(
+    apiserver: ApiServer, agent: tuple[Agent, FakeKernel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, kernel = agent
+    for obj in objects_for("node-a", 3000, "a"):
+        apiserver.create(obj)
+    wait(lambda: synced(a))
+    caches: Any = (a.source.tunnels, a.source.sessions)  # type: ignore[attr-defined]
+    before = [c.snapshot() for c in caches]  # without the finalizers and status to come
+    assert a.reconcile_once().converged
+    status = a.on_result[-1]
+    assert isinstance(status, StatusWriter)
+    writes = status.writer.writes
+    assert writes == 4  # two finalizers, two statuses
+    kernel.writes.clear()
+    with monkeypatch.context() as m:
+        for cache, copy in zip(caches, before, strict=True):
+            m.setattr(cache, "snapshot", lambda copy=copy: copy)  # the watch is late
+        assert a.reconcile_once("periodic resync").converged
+    # the finalizers count as added (no 409 that would drop the objects from what is desired,
+    # and so delete them from the kernel) and the status counts as written
+    assert kernel.writes == []
+    assert status.writer.writes == writes
