@@ -21,6 +21,7 @@ from kube_l2tp.core.state import (
     ObservedTunnel,
     Outcome,
     SessionConfig,
+    Stats,
     TunnelConfig,
 )
 
@@ -56,6 +57,8 @@ class FakeKernel:
     # more tunnel dumps, as l2tp_tunnel_delete's work item runs later
     linger_dumps: int = 0
     lingering: dict[int, list[object]] = field(default_factory=dict)  # id -> [config, dumps left]
+    # session counters, as a test moves them: (tunnel id, session id) -> what the dump reports
+    stats: dict[tuple[int, int], Stats] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("lo", "eth0", "eth1"):
@@ -79,11 +82,11 @@ class FakeKernel:
 
     def dump_sessions(self) -> list[ObservedSession]:
         out = []
-        for cfg in self.sessions.values():
+        for key, cfg in self.sessions.items():
             # the kernel's dump has no L2SPEC_TYPE (l2tp_nl_session_send): the decoder's default
             seen = replace(cfg, l2spec_type="default")
             seen = replace(seen, send_seq=True) if self.peer_sends_seq else seen
-            out.append(ObservedSession(seen))
+            out.append(ObservedSession(seen, self.stats.get(key, Stats())))
         return out
 
     def dump_links(self) -> list[ObservedLink]:

@@ -4,7 +4,9 @@
 - An object gets this node's finalizer before it is programmed, and loses it only once the
   kernel no longer has it, so deleting a resource removes its kernel objects first.
 - Status (observedGeneration, a Ready condition with a reason, the interface's name, index and
-  MTU) and Events are written after each reconcile, only when something changed.
+  MTU) and Events are written after each reconcile, only when something changed. Sessions also
+  get a PeerActive condition (peer liveness, core.liveness), rewritten when a verdict changes;
+  Ready stays what it is (programmed), a silent peer is not a misconfiguration of this node.
 - The API going away changes nothing in the kernel: the last known objects stay desired, and
   when the API is back the watch resumes and whatever changed meanwhile converges.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kube_l2tp.agent.source import LastGood, Snapshot
@@ -21,6 +24,7 @@ from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.api import crd, manifests
 from kube_l2tp.api.problems import Problem, Severity
 from kube_l2tp.core.desired import Owned
+from kube_l2tp.core.liveness import Liveness, PeerVerdict
 from kube_l2tp.core.reconcile import ObjectResult, Result
 from kube_l2tp.k8s import conditions
 from kube_l2tp.k8s.connect import clients
@@ -103,14 +107,40 @@ def _plain(obj: dict[str, Any]) -> dict[str, Any]:
 class StatusWriter:
     """After each reconcile: status, Events, and finalizers of objects the kernel no longer has."""
 
-    def __init__(self, source: ClusterSource, writer: Writer, owned: Owned) -> None:
+    def __init__(
+        self,
+        source: ClusterSource,
+        writer: Writer,
+        owned: Owned,
+        verdicts: Callable[[], dict[str, PeerVerdict]] = dict,
+    ) -> None:
         self.source = source
         self.writer = writer
         self.owned = owned
+        self.verdicts = verdicts  # Agent.peer_verdicts
         self._reasons: dict[str, str] = {}
+        self._result: Result | None = None
+        # subject -> (liveness state, wall-clock time it began): the condition's
+        # lastTransitionTime even when the API was down at the moment of the change
+        self._peer_since: dict[str, tuple[Liveness, str]] = {}
 
     def __call__(self, snapshot: Snapshot, result: Result, seconds: float) -> None:
         del snapshot, seconds
+        self._result = result
+        self._write_all(result)
+
+    def liveness_changed(self, verdicts: dict[str, PeerVerdict]) -> None:
+        """Agent.on_liveness: rewrite the sessions' status (only those that differ are sent)."""
+        now = conditions.now()
+        self._peer_since = {s: v for s, v in self._peer_since.items() if s in verdicts}
+        for subject, verdict in verdicts.items():
+            known = self._peer_since.get(subject)
+            if known is None or known[0] is not verdict.state:
+                self._peer_since[subject] = (verdict.state, now)
+        if self._result is not None:
+            self._write_all(self._result)
+
+    def _write_all(self, result: Result) -> None:
         for subject, obj in self.source.raw.items():
             kind = subject.split("/", 1)[0]
             if subject in self.source.deleting:
@@ -149,20 +179,40 @@ class StatusWriter:
             observed_generation=generation,
         )
         status: dict[str, Any] = {"observedGeneration": generation, "conditions": [ready]}
+        subject = f"{kind}/{obj['metadata']['name']}"
         if kind == crd.SESSION_KIND:
+            status["conditions"].append(self._peer_condition(subject, obj, r, generation))
             status["nodeName"] = self.writer.node
             if r.interface:
                 status.update(interfaceName=r.interface, interfaceIndex=r.ifindex, mtu=r.mtu)
             if r.ignored:
                 status["ignored"] = list(r.ignored)
         self.writer.status(kind, obj, status)
-        subject = f"{kind}/{obj['metadata']['name']}"
         before = self._reasons.get(subject)
         self._reasons[subject] = r.reason
         if r.reason != before and r.reason in FAILURE_REASONS_WITH_EVENTS:
             self.writer.event(kind, obj, r.reason, r.message, warning=True)
         elif r.ready and before not in (None, "Programmed"):
             self.writer.event(kind, obj, "Programmed", r.message, warning=False)
+
+    def _peer_condition(
+        self, subject: str, obj: dict[str, Any], r: ObjectResult, generation: int
+    ) -> dict[str, Any]:
+        verdict = self.verdicts().get(subject)
+        since = self._peer_since.get(subject)
+        current = conditions.find(
+            self.writer.current_status(crd.SESSION_KIND, obj).get("conditions"),
+            conditions.PEER_ACTIVE,
+        )
+        return conditions.peer_active(
+            verdict,
+            programmed=bool(r.interface),
+            current=current,
+            observed_generation=generation,
+            last_transition_time=since[1]
+            if since and verdict and since[0] is verdict.state
+            else None,
+        )
 
     def _kernel_clean(self, kind: str, obj: dict[str, Any]) -> bool:
         """Whether nothing this object declared is left in this node's kernel."""
@@ -190,7 +240,9 @@ def cluster_agent(config: AgentConfig, kernel: Kernel, store: StateStore) -> Age
     source = ClusterSource(tunnels, sessions, writer)
     holder.append(source)
     agent = Agent(config, kernel, store, source)
-    agent.on_result.append(StatusWriter(source, writer, agent.owned))
+    status = StatusWriter(source, writer, agent.owned, agent.peer_verdicts)
+    agent.on_result.append(status)
+    agent.on_liveness.append(status.liveness_changed)
     tunnels.start()
     sessions.start()
     return agent

@@ -129,23 +129,23 @@ def ifname(description: str, field: str) -> Schema:
     )
 
 
-def _conditions() -> Schema:
+def _conditions(more: str = "") -> Schema:
     """metav1.Condition, as Kubernetes' own types declare it."""
     return {
         "type": "array",
         "description": "Observations of the object's state; `Ready` says whether it is programmed"
-        " in the kernel and carrying its configuration.",
+        " in the kernel and carrying its configuration." + more,
         "maxItems": 16,
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],
         "items": obj(
             "One condition (metav1.Condition).",
             {
-                "type": string("Kind of condition, e.g. Ready.", 316),
+                "type": string("Kind of condition, e.g. Ready, PeerActive.", 316),
                 "status": string("True, False or Unknown.", 7, enum=["True", "False", "Unknown"]),
                 "reason": string(
                     "One-word CamelCase reason, e.g. Programmed, KernelError, Conflict,"
-                    " TunnelNotFound, PeerSilent.",
+                    " TunnelNotFound, PeerActive, PeerSilent.",
                     1024,
                 ),
                 "message": string("Human-readable details.", 32768),
@@ -535,14 +535,14 @@ def session_spec() -> Schema:
     )
 
 
-def _status(extra: dict[str, Schema]) -> Schema:
+def _status(extra: dict[str, Schema], conditions: str = "") -> Schema:
     return obj(
         "Written by the agent and the operator.",
         {
             "observedGeneration": integer(
                 "The .metadata.generation the status was computed for.", 0, 2**63 - 1
             ),
-            "conditions": _conditions(),
+            "conditions": _conditions(conditions),
             **extra,
         },
     )
@@ -613,6 +613,16 @@ def _col(name: str, path: str, type_: str = "string", priority: int = 0) -> Sche
 
 READY = '.status.conditions[?(@.type=="Ready")].status'
 REASON = '.status.conditions[?(@.type=="Ready")].reason'
+PEER = '.status.conditions[?(@.type=="PeerActive")].reason'
+PEER_ACTIVE = (
+    " `PeerActive` is the peer's liveness, judged from the kernel's packet counters (static"
+    " L2TPv3 has no hello): True (reason PeerActive) as soon as packets arrive; False"
+    " (PeerSilent) when packets were sent and none arrived for a whole window (the agent's"
+    " --peer-silence-window, default 60 s); Unknown before there is evidence (AwaitingTraffic;"
+    " an idle session keeps its last verdict) or while the session is not in the kernel"
+    " (NotProgrammed). Ready does not depend on it: Ready means programmed, and a silent peer"
+    " is usually a problem at the other end."
+)
 AGE = _col("Age", ".metadata.creationTimestamp", "date")
 
 
@@ -666,7 +676,8 @@ def session_crd() -> Schema:
                     "maxItems": 8,
                     "items": string("A field path and why it is ignored.", 256),
                 },
-            }
+            },
+            conditions=PEER_ACTIVE,
         ),
         columns=[
             _col("Tunnel", ".spec.tunnelRef"),
@@ -676,6 +687,7 @@ def session_crd() -> Schema:
             _col("Interface", ".status.interfaceName"),
             _col("MTU", ".status.mtu", "integer"),
             _col("Ready", READY),
+            _col("Peer", PEER),
             _col("Reason", REASON, priority=1),
             AGE,
         ],

@@ -6,7 +6,15 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from kube_l2tp.core.liveness import Liveness, PeerVerdict
+
 READY = "Ready"
+# Peer liveness of a session, separate from Ready (programmed): True while packets arrive, False
+# when we send and nothing comes back for a whole window, Unknown before there is evidence.
+PEER_ACTIVE = "PeerActive"
+PEER_REASONS = {Liveness.ACTIVE: "PeerActive", Liveness.SILENT: "PeerSilent"}
+AWAITING_TRAFFIC = "AwaitingTraffic"
+NOT_PROGRAMMED = "NotProgrammed"
 Status = Literal["True", "False", "Unknown"]
 
 
@@ -70,3 +78,46 @@ def merge(conditions: Sequence[Mapping[str, Any]], new: Mapping[str, Any]) -> li
     if not placed:
         out.append(dict(new))
     return out
+
+
+def peer_active(
+    verdict: PeerVerdict | None,
+    programmed: bool,
+    current: Mapping[str, Any] | None,
+    observed_generation: int,
+    last_transition_time: str | None = None,
+) -> dict[str, Any]:
+    """The PeerActive condition of a session from its liveness verdict.
+
+    A verdict without evidence (Unknown: an agent restart or a re-created session starts the
+    counters' history again) does not replace a known PeerActive/PeerSilent: the next window
+    decides, so restarting every agent does not flip every session's condition twice.
+    """
+    if not programmed:
+        return condition(
+            PEER_ACTIVE,
+            "Unknown",
+            NOT_PROGRAMMED,
+            "the session is not in this node's kernel: no counters to judge the peer by",
+            observed_generation,
+        )
+    if verdict is not None and verdict.state in PEER_REASONS:
+        status: Status = "True" if verdict.state is Liveness.ACTIVE else "False"
+        return condition(
+            PEER_ACTIVE,
+            status,
+            PEER_REASONS[verdict.state],
+            verdict.message,
+            observed_generation,
+            last_transition_time,
+        )
+    if current is not None and current.get("reason") in PEER_REASONS.values():
+        return dict(current)
+    return condition(
+        PEER_ACTIVE,
+        "Unknown",
+        AWAITING_TRAFFIC,
+        "no packet received yet, and not yet a whole window of sending without reply"
+        + (f" ({verdict.message})" if verdict else ""),
+        observed_generation,
+    )
