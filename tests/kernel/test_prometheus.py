@@ -16,11 +16,14 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import TwoSites, in_netns
+
+from kube_l2tp.netlink.l2tp import L2tp
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts/kube-l2tp/files/dashboards/kube-l2tp.json"
@@ -266,7 +269,37 @@ def test_prometheus_scrapes_agents_and_every_dashboard_query_answers(
         assert discards and all(k.split("session=")[1].startswith(("site-a-2", "site-b-2"))
                                 for k in discards), discards  # fmt: skip
         assert not query(ns, 'kube_l2tp_session_peer_silent{session=~"site-.-1"} == 1')
+        for site in (sites.a, sites.b):
+            counters_read_what_the_full_dumps_read(site)
     finally:
         for p in ping:
             p.kill()
             p.wait()
+
+
+Table = dict[object, tuple[int, ...]]
+
+
+def counters_read_what_the_full_dumps_read(ns: str) -> None:
+    """The scrape's counters-only dump (L2tp.dump_counters) on the real kernel, with traffic:
+    the same objects, names and counters as the full dumps around it (counters only rise)."""
+
+    def full(l2tp: L2tp) -> tuple[Table, Table]:
+        return (
+            {t.config.tunnel_id: astuple(t.stats) for t in l2tp.dump_tunnels()},
+            {(s.config.tunnel_id, s.config.session_id, s.config.ifname): astuple(s.stats)
+             for s in l2tp.dump_sessions()},
+        )  # fmt: skip
+
+    with in_netns(ns), L2tp() as l2tp:
+        before = full(l2tp)
+        tunnels, sessions = l2tp.dump_counters()
+        after = full(l2tp)
+    fast: tuple[Table, Table] = (dict(tunnels), {(t, s, i): c for t, s, i, c in sessions})
+    for got, low, high in zip(fast, before, after, strict=True):
+        assert set(got) == set(low) == set(high), ns
+        for key, counters in got.items():
+            assert all(
+                a <= b <= c for a, b, c in zip(low[key], counters, high[key], strict=True)
+            ), (key, low[key], counters, high[key])
+    assert any(any(c) for c in fast[1].values()), f"no traffic counted in {ns}"

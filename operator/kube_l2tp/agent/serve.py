@@ -67,7 +67,7 @@ class Metrics:
         self.kernel = kernel
 
     def render(self) -> bytes:
-        return generate_latest(self.registry) + self.kernel.render()
+        return b"".join([generate_latest(self.registry), *self.kernel.chunks()])  # one copy
 
 
 def build_metrics(agent: Agent, dump: CounterDump | None = None) -> Metrics:

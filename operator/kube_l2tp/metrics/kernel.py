@@ -29,6 +29,7 @@ from kube_l2tp.core.desired import Desired
 from kube_l2tp.core.liveness import Liveness
 from kube_l2tp.core.state import (
     STATS_FIELDS,
+    Counters,
     KernelError,
     ObservedSession,
     ObservedTunnel,
@@ -239,12 +240,15 @@ _SILENT_HEADER: Final = _header(
 class KernelMetrics:
     """The same samples as KernelCollector, as exposition text, one dump per :meth:`render`.
 
-    Per managed object the label set is written once into a string (labels sorted by name, as
-    prometheus_client sorts them) and kept while the object keeps its ids, names and interface;
-    each sample is then one f-string. Values are the kernel's integers, exactly. A session or
-    tunnel that a dump repeats (it changed under an interrupted dump) is exported once: twice
+    Per managed object the label set is written once (labels sorted by name, as prometheus_client
+    sorts them) and kept while the object keeps its ids, names and interface. From the list of
+    label sets each family gets a bytes template with one ``%d`` per object, kept while the list
+    stays the same (a scrape finds the same objects in the same order as the last), so a scrape
+    formats each family in one ``template % values``: no string per sample, and little memory to
+    allocate and touch (what costs under TCG). Values are the kernel's integers, exactly. An
+    object that a dump repeats (it changed under an interrupted dump) is exported once: twice
     would make Prometheus reject the whole scrape. Thread-safe: each render works on its own
-    data and replaces the label caches whole.
+    data and replaces the caches whole.
     """
 
     def __init__(
@@ -261,8 +265,14 @@ class KernelMetrics:
         self._node = f'node="{escape(node)}"'
         self._tunnel_labels: dict[int, tuple[str, str]] = {}
         self._session_labels: dict[SessionKey, tuple[tuple[str, str], str | None, str]] = {}
+        self._tunnel_block = _Block([], _TUNNEL_FAMILIES)
+        self._session_block = _Block([], _SESSION_FAMILIES + _SILENT_FAMILY)
 
     def render(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def chunks(self) -> list[bytes]:
+        """The text in pieces (a family each), to be joined or written as they are."""
         names = self.names()
         node = self._node
         try:
@@ -271,24 +281,25 @@ class KernelMetrics:
             if exc.outcome is not Outcome.NOT_SUPPORTED:
                 log.warning("kernel counters not scraped: %s", exc)
             up = 0 if exc.outcome is Outcome.NOT_SUPPORTED else 1
-            return f"{_SUPPORTED_HEADER}{SUPPORTED}{{{node}}} {up}\n".encode()
-        out = [f"{_SUPPORTED_HEADER}{SUPPORTED}{{{node}}} 1\n"]
+            return [f"{_SUPPORTED_HEADER}{SUPPORTED}{{{node}}} {up}\n".encode()]
+        out = [f"{_SUPPORTED_HEADER}{SUPPORTED}{{{node}}} 1\n".encode()]
 
         known_tunnels, fresh_tunnels = self._tunnel_labels, {}
         labels: list[str] = []
-        rows = []
+        rows: list[Counters] = []
         for tid, counters in tunnels:
             tname = names.tunnels.get(tid)
             if tname is None or tid in fresh_tunnels:
                 continue  # not ours, or repeated
             cached = known_tunnels.get(tid)
             if cached is None or cached[0] != tname:
-                cached = (tname, f'{{{node},tunnel="{escape(tname)}",tunnel_id="{tid}"}} ')
+                cached = (tname, _percent(f'{{{node},tunnel="{escape(tname)}",tunnel_id="{tid}"}}'))
             fresh_tunnels[tid] = cached
             labels.append(cached[1])
             rows.append(counters)
         self._tunnel_labels = fresh_tunnels
-        _families(out, _TUNNEL_FAMILIES, labels, rows)
+        block = self._tunnel_block = self._tunnel_block.over(labels)
+        out += block.format(list(zip(*rows, strict=True)) if rows else [()] * len(STATS_FIELDS))
 
         known, fresh = self._session_labels, {}
         labels, rows, keys = [], [], []
@@ -301,36 +312,57 @@ class KernelMetrics:
             if cached_s is None or cached_s[0] != named or cached_s[1] != ifname:
                 text = (
                     f'{{interface="{escape(ifname or "")}",{node},session="{escape(named[1])}",'
-                    f'session_id="{sid}",tunnel="{escape(named[0])}",tunnel_id="{tid}"}} '
+                    f'session_id="{sid}",tunnel="{escape(named[0])}",tunnel_id="{tid}"}}'
                 )
-                cached_s = (named, ifname, text)
+                cached_s = (named, ifname, _percent(text))
             fresh[key] = cached_s
             labels.append(cached_s[2])
             rows.append(counters)
             keys.append(key)
         self._session_labels = fresh
-        _families(out, _SESSION_FAMILIES, labels, rows)
-
         verdicts = self.peers()
         silent = Liveness.SILENT
-        out.append(_SILENT_HEADER)
-        out += [
-            f"{PEER_SILENT}{label}{1 if verdicts.get(key) is silent else 0}\n"
-            for label, key in zip(labels, keys, strict=True)
+        columns: list[tuple[int, ...]] = (
+            list(zip(*rows, strict=True)) if rows else [()] * len(STATS_FIELDS)
+        )
+        columns.append(tuple([1 if verdicts.get(key) is silent else 0 for key in keys]))
+        block = self._session_block = self._session_block.over(labels)
+        out += block.format(columns)
+        return out
+
+
+def _percent(text: str) -> str:
+    """``text`` as literal text of a %-template."""
+    return text.replace("%", "%%")
+
+
+# the peer verdict gauge takes its values from the column after the counters
+_SILENT_FAMILY: Final = ((_SILENT_HEADER, PEER_SILENT, len(STATS_FIELDS)),)
+
+
+class _Block:
+    """The families of one kind of object (tunnels, sessions) as %-templates for one list of
+    label sets: a family's text is ``template % column``, its values in the labels' order."""
+
+    def __init__(self, labels: list[str], families: tuple[tuple[str, str, int], ...]) -> None:
+        self.labels = labels
+        self.families = families
+        # name + label_0 + " %d\n" + name + label_1 + " %d\n" ...: one join per family
+        self.templates = [
+            (
+                _percent(header) + (name + f" %d\n{name}".join(labels) + " %d\n" if labels else "")
+            ).encode()
+            for header, name, _ in families
         ]
-        return "".join(out).encode()
+        self.columns = [index for _, _, index in families]
 
+    def over(self, labels: list[str]) -> _Block:
+        """This block if it was made for ``labels`` (the same objects in the same order), else a
+        new one."""
+        return self if labels == self.labels else _Block(labels, self.families)
 
-def _families(
-    out: list[str],
-    families: tuple[tuple[str, str, int], ...],
-    labels: list[str],
-    rows: list[tuple[int, ...]],
-) -> None:
-    """Appends each family's HELP/TYPE and one line per object to ``out``."""
-    columns = list(zip(*rows, strict=True)) if rows else None
-    for header, name, index in families:
-        out.append(header)
-        if columns is not None:
-            values = columns[index]
-            out += [f"{name}{label}{value}\n" for label, value in zip(labels, values, strict=True)]
+    def format(self, columns: list[tuple[int, ...]]) -> list[bytes]:
+        return [
+            template % columns[index]
+            for template, index in zip(self.templates, self.columns, strict=True)
+        ]

@@ -621,23 +621,27 @@ def decode_sessions(chunks: Iterable[bytes]) -> list[ObservedSession]:
 # A scrape needs ids, the interface name and the counters, nothing else, and reads them for
 # every object every time. In 6.1's layout (l2tp_nl_tunnel_send/l2tp_nl_session_send) they sit
 # at fixed places: a tunnel's stats nest follows its first five attributes, a session's is its
-# last attribute and its IFNAME follows the six-attribute head. One unpack per place reads
-# headers and values together; the headers are checked, and any other layout takes the walk.
+# last attribute and its IFNAME follows the six-attribute head. At each place one unpack reads
+# the attribute headers, which must be what 6.1 sends, and one the values; any other layout
+# takes the generic walk.
 
-_STATS_NEST: Final = struct.Struct("=I" + "IQ" * 10)  # nest header, then (header, u64) x 10
-_STATS_NEST_EXPECTED: Final = (_U32.unpack(_NLA_HDR.pack(_STATS_NEST.size, L2TP_ATTR_STATS))[0],)
-_STATS_NEST_HEADERS: Final = operator.itemgetter(0, *range(1, 21, 2))
-_STATS_NEST_VALUES: Final = operator.itemgetter(*(2 + 2 * i for i in _STATS_PERMUTATION))
-_TUNNEL_HEAD: Final = struct.Struct("=I4xII" + "I4x" * 3)  # PROTO_VERSION .. ENCAP_TYPE
-_TUNNEL_HEAD_EXPECTED: Final = tuple(
-    _U32.unpack(_NLA_HDR.pack(length, kind))[0]
-    for length, kind in ((5, 7), (8, 9), (8, 10), (8, 17), (6, 2))
-)
-_TUNNEL_COUNTERS: Final = struct.Struct(_TUNNEL_HEAD.format + _STATS_NEST.format[1:])
-_TUNNEL_COUNTERS_HEADERS: Final = operator.itemgetter(0, 1, 3, 4, 5, 6, *range(7, 27, 2))
-_TUNNEL_COUNTERS_VALUES: Final = operator.itemgetter(*(8 + 2 * i for i in _STATS_PERMUTATION))
-_TUNNEL_COUNTERS_EXPECTED: Final = _TUNNEL_HEAD_EXPECTED + _STATS_NEST_EXPECTED + _STATS_EXPECTED
-_STATS_NEST_EXPECTED_ALL: Final = _STATS_NEST_EXPECTED + _STATS_EXPECTED
+
+def _headers(*attrs: tuple[int, int]) -> tuple[int, ...]:
+    """(length, type) attribute headers as the u32s that an "=I" unpack reads."""
+    return tuple(_U32.unpack(_NLA_HDR.pack(length, kind))[0] for length, kind in attrs)
+
+
+_NEST_SIZE: Final = 4 + 12 * 10  # STATS: header, then ten (header, u64)
+_NEST_HEADERS: Final = struct.Struct("=I" + "I8x" * 10)
+_NEST_EXPECTED: Final = _headers((_NEST_SIZE, L2TP_ATTR_STATS), *[(12, k) for k in _STATS_ORDER])
+_NEST_VALUES: Final = struct.Struct("=4x" + "4xQ" * 10)
+_NEST_COUNTERS: Final = operator.itemgetter(*_STATS_PERMUTATION)  # kernel order -> Stats order
+# PROTO_VERSION, CONN_ID, PEER_CONN_ID, DEBUG, ENCAP_TYPE, then the stats nest
+_TUNNEL_HEADERS: Final = struct.Struct("=" + "I4x" * 5 + _NEST_HEADERS.format[1:])
+_TUNNEL_EXPECTED: Final = _headers((5, 7), (8, 9), (8, 10), (8, 17), (6, 2)) + _NEST_EXPECTED
+_TUNNEL_VALUES: Final = struct.Struct("=12xI28x" + _NEST_VALUES.format[3:])  # CONN_ID, counters
+_TUNNEL_COUNTERS: Final = operator.itemgetter(*(1 + i for i in _STATS_PERMUTATION))
+_SESSION_HEAD_IFNAME: Final = struct.Struct(_SESSION_HEAD.format + "HH")  # + IFNAME's header
 
 
 def _counters(stats: Stats) -> Counters:
@@ -647,16 +651,15 @@ def _counters(stats: Stats) -> Counters:
 def decode_tunnel_counters(chunks: Iterable[bytes]) -> list[TunnelCounters]:
     """(tunnel_id, counters) per TUNNEL_GET message; equal to what decode_tunnels reads."""
     out: list[TunnelCounters] = []
-    unpack = _TUNNEL_COUNTERS.unpack_from
-    size = _TUNNEL_COUNTERS.size
+    headers, values = _TUNNEL_HEADERS.unpack_from, _TUNNEL_VALUES.unpack_from
+    size = _TUNNEL_HEADERS.size
     for cmd, buf, start, end in iter_spans(chunks):
         if cmd != L2TP_CMD_TUNNEL_GET:
             continue
-        if end - start >= size:
-            fields = unpack(buf, start)
-            if _TUNNEL_COUNTERS_HEADERS(fields) == _TUNNEL_COUNTERS_EXPECTED:
-                out.append((fields[2], _TUNNEL_COUNTERS_VALUES(fields)))
-                continue
+        if end - start >= size and headers(buf, start) == _TUNNEL_EXPECTED:
+            v = values(buf, start)
+            out.append((v[0], _TUNNEL_COUNTERS(v)))
+            continue
         attrs = _walk_attrs(buf, start, end)
         tid = _U32.unpack(attrs[L2TP_ATTR_CONN_ID])[0]
         out.append((tid, _counters(_stats(attrs.get(L2TP_ATTR_STATS)))))
@@ -667,25 +670,24 @@ def decode_session_counters(chunks: Iterable[bytes]) -> list[SessionCounters]:
     """(tunnel_id, session_id, ifname, counters) per SESSION_GET message; equal to what
     decode_sessions reads."""
     out: list[SessionCounters] = []
-    unpack_head, unpack_nest = _SESSION_HEAD.unpack_from, _STATS_NEST.unpack_from
-    unpack_hdr = _NLA_HDR.unpack_from
-    head_size, nest_size = _SESSION_HEAD.size, _STATS_NEST.size
+    unpack_head = _SESSION_HEAD_IFNAME.unpack_from
+    headers, values = _NEST_HEADERS.unpack_from, _NEST_VALUES.unpack_from
+    head_size = _SESSION_HEAD_IFNAME.size
     for cmd, buf, start, end in iter_spans(chunks):
         if cmd != L2TP_CMD_SESSION_GET:
             continue
-        pos = start + head_size  # where IFNAME is
-        if end - nest_size >= pos + 4:
+        nest_at = end - _NEST_SIZE
+        if nest_at >= start + head_size:
             head = unpack_head(buf, start)
-            nest = unpack_nest(buf, end - nest_size)
-            length, kind = unpack_hdr(buf, pos)
+            ifname_end = start + head_size - 4 + head[12]  # IFNAME follows the head
             if (
-                kind == L2TP_ATTR_IFNAME
-                and pos + length <= end - nest_size
-                and head[0::2] == _SESSION_HEAD_EXPECTED
-                and _STATS_NEST_HEADERS(nest) == _STATS_NEST_EXPECTED_ALL
+                head[13] == L2TP_ATTR_IFNAME
+                and ifname_end <= nest_at
+                and head[0:12:2] == _SESSION_HEAD_EXPECTED
+                and headers(buf, nest_at) == _NEST_EXPECTED
             ):
-                ifname = buf[pos + 4 : pos + length].rstrip(b"\0").decode()
-                out.append((head[1], head[3], ifname, _STATS_NEST_VALUES(nest)))
+                ifname = buf[start + head_size : ifname_end].rstrip(b"\0").decode()
+                out.append((head[1], head[3], ifname, _NEST_COUNTERS(values(buf, nest_at))))
                 continue
         s = session_at(buf, start, end)
         out.append((s.config.tunnel_id, s.config.session_id, s.config.ifname, _counters(s.stats)))
