@@ -335,6 +335,24 @@ def test_counters_follow_the_kernel_between_scrapes() -> None:
     assert set(moved.values()) == {5}
 
 
+def test_values_stay_with_their_labels_when_a_dump_reorders_or_drops_objects() -> None:
+    """The per-family templates are made for one list of objects; another order, or one object
+    fewer, must not shift values onto their neighbours' labels."""
+    dump_n, names, peers = many(6)
+    tunnels, sessions = dump_n()
+    order = {"now": (tunnels, sessions)}
+    kernel = KernelMetrics("n", counters_of(lambda: order["now"]), lambda: names, lambda: peers)
+    for now in (
+        (tunnels, sessions),
+        (tunnels[::-1], sessions[::-1]),
+        (tunnels[1:], sessions[:2] + sessions[3:]),
+        (tunnels, sessions),
+    ):
+        order["now"] = now
+        expected = parse(reference("n", lambda: order["now"], lambda: names, lambda: peers))
+        assert parse(kernel.render().decode()) == expected
+
+
 def promtool_check_metrics(body: bytes) -> None:
     exe = shutil.which("promtool")
     if exe is None:
