@@ -163,10 +163,16 @@ def cmd_operator(args: argparse.Namespace) -> int:
     """The kopf operator: admission, tunnel status, cleanup after nodes that are gone."""
     from kube_l2tp.controller import app  # noqa: PLC0415
 
+    try:
+        tls = app.user_certificate(args.webhook_cert, args.webhook_key, args.webhook_ca)
+    except ValueError as exc:
+        print(f"kube-l2tp operator: {exc}", file=sys.stderr)
+        return 2
     config = app.OperatorConfig(
         health_port=args.health_port or None,
         webhook_port=args.webhook_port,
         webhook_host=app.webhook_host(args.webhook_host, args.namespace_of_service),
+        webhook_tls=tls,
     )
     app.run(config)
     return 0
@@ -271,6 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--namespace-of-service",
         metavar="NS",
         help="namespace of the webhook Service (default $POD_NAMESPACE)",
+    )
+    p.add_argument(
+        "--webhook-cert",
+        metavar="FILE",
+        help="the webhook's serving certificate, PEM (default $KUBE_L2TP_WEBHOOK_CERT; none:"
+        " the operator makes its own CA and certificate at start)",
+    )
+    p.add_argument(
+        "--webhook-key",
+        metavar="FILE",
+        help="its private key, PEM (default $KUBE_L2TP_WEBHOOK_KEY)",
+    )
+    p.add_argument(
+        "--webhook-ca",
+        metavar="FILE",
+        help="the CA bundle the API server verifies it with, e.g. cert-manager's ca.crt"
+        " (default $KUBE_L2TP_WEBHOOK_CA; none: the certificate itself)",
     )
     p.set_defaults(func=cmd_operator)
 

@@ -34,10 +34,9 @@ def webhook_urls(api: ApiServer, plural: str) -> dict[str, str]:
     return urls
 
 
-async def review(
-    url: str, obj: dict[str, Any], old: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    request = {
+def review_request(obj: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An AdmissionReview as the API server sends it for creating (or updating) obj."""
+    return {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
@@ -55,6 +54,12 @@ async def review(
             "dryRun": False,
         },
     }
+
+
+async def review(
+    url: str, obj: dict[str, Any], old: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    request = review_request(obj, old)
     async with aiohttp.ClientSession() as http, http.post(url, json=request) as answer:
         assert answer.status == 200
         response: dict[str, Any] = (await answer.json())["response"]

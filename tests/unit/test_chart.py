@@ -313,7 +313,7 @@ def test_operator_runs_as_non_root(render: Render, scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", ALL)
 def test_webhook_service_reaches_the_operator(render: Render, scenario: str) -> None:
-    """kopf writes https://<host>:<webhookPort> into its ValidatingWebhookConfiguration."""
+    """The operator names this Service (and webhookPort) in its webhook configurations."""
     docs = render(scenario)
     values = _values(scenario)
     fullname = values.get("fullnameOverride") or f"{RELEASE}-kube-l2tp"
@@ -328,6 +328,46 @@ def test_webhook_service_reaches_the_operator(render: Render, scenario: str) -> 
     # No chart-made webhook configuration and no cert-manager: the operator manages both.
     assert not [d for d in docs if "WebhookConfiguration" in d["kind"]]
     assert not [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")]
+
+
+TLS_DIR = "/etc/kube-l2tp/webhook-tls"
+
+
+@pytest.mark.parametrize(
+    ("scenario", "extra"),
+    [("default", ()), ("custom", ()), ("custom", ("--set", "operator.webhookTLS.caKey="))],
+)
+def test_webhook_certificate_is_the_operators_own_or_a_secrets(
+    render: Render, scenario: str, extra: tuple[str, ...]
+) -> None:
+    (deploy,) = _component(render(scenario, *extra), "Deployment", "operator")
+    pod = deploy["spec"]["template"]["spec"]
+    container = _container(deploy)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # the operator's own certificate goes to /tmp, in memory: the key never reaches the disk
+    assert mounts["tmp"]["mountPath"] == "/tmp"
+    assert volumes["tmp"]["emptyDir"]["medium"] == "Memory"
+    tls = _values(scenario)["operator"]["webhookTLS"]
+    if not tls["secretName"]:
+        assert not [
+            k for k in env if k.startswith("KUBE_L2TP_WEBHOOK_") and k != "KUBE_L2TP_WEBHOOK_HOST"
+        ]
+        assert set(volumes) == {"tmp"}
+        return
+    assert volumes["webhook-tls"]["secret"] == {"secretName": tls["secretName"]}
+    assert mounts["webhook-tls"] == {
+        "name": "webhook-tls",
+        "mountPath": TLS_DIR,
+        "readOnly": True,
+    }
+    assert env["KUBE_L2TP_WEBHOOK_CERT"] == f"{TLS_DIR}/tls.crt"
+    assert env["KUBE_L2TP_WEBHOOK_KEY"] == f"{TLS_DIR}/tls.key"
+    if extra:  # caKey "": a self-signed certificate is its own caBundle
+        assert "KUBE_L2TP_WEBHOOK_CA" not in env
+    else:
+        assert env["KUBE_L2TP_WEBHOOK_CA"] == f"{TLS_DIR}/ca.crt"
 
 
 @pytest.mark.parametrize("scenario", ALL)
@@ -583,6 +623,8 @@ BAD_VALUES = [
     pytest.param(["--set", "agent.updateStrategy.type=Recreate"], id="bad-update-strategy"),
     pytest.param(["--set", "serviceMonitor.interval=30 seconds"], id="bad-duration"),
     pytest.param(["--set", "cleanup.enabled=maybe"], id="not-boolean"),
+    pytest.param(["--set", "operator.webhookTLS.secretName=My_Secret"], id="bad-secret-name"),
+    pytest.param(["--set", "operator.webhookTLS.caKey=../ca.crt"], id="ca-key-with-a-path"),
     pytest.param(["--set", "agent.tolerations[0].operator=Sometimes"], id="bad-toleration"),
 ]
 

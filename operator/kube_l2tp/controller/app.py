@@ -3,18 +3,28 @@
 Standalone (one replica, Recreate): no peering objects to install or clean up. The operator's
 annotations and finalizer name are its own, distinct from kopf's defaults, so it can never take
 (or strip) an agent's; it registers no handler that needs a finalizer, so it adds none.
+
+The admission webhook serves HTTPS with the operator's own certificate (controller.tls) or one
+given with --webhook-cert/--webhook-key (e.g. cert-manager's); kopf writes the matching CA into
+the webhook configurations it manages, which name the webhook's Service when the host is one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
 
 from kube_l2tp.controller import handlers
+from kube_l2tp.controller.tls import SelfSignedIssuer, ServingFiles, service_names, service_of
 from kube_l2tp.k8s.objects import Cluster
 
 PREFIX = "operator.kubel2tp.io"
@@ -28,6 +38,10 @@ class OperatorConfig:
     webhook_port: int = 9443  # kopf refuses to run admission handlers without a server
     webhook_host: str | None = None  # the name the API server reaches the webhook by
     webhook_insecure: bool = False  # plain HTTP (tests only: the API server requires HTTPS)
+    # A certificate made elsewhere (e.g. cert-manager, mounted from a Secret); None: the
+    # operator makes its own (controller.tls) in tls_dir (None: a new temporary directory).
+    webhook_tls: ServingFiles | None = None
+    tls_dir: Path | None = None
 
 
 def webhook_host(explicit: str | None, namespace: str | None) -> str | None:
@@ -39,7 +53,80 @@ def webhook_host(explicit: str | None, namespace: str | None) -> str | None:
     return f"{SERVICE}.{ns}.svc" if ns else None
 
 
-def settings(config: OperatorConfig) -> kopf.OperatorSettings:
+def user_certificate(cert: str | None, key: str | None, ca: str | None) -> ServingFiles | None:
+    """--webhook-cert/--webhook-key/--webhook-ca (or their $KUBE_L2TP_WEBHOOK_* variables)."""
+    cert = cert or os.environ.get("KUBE_L2TP_WEBHOOK_CERT") or None
+    key = key or os.environ.get("KUBE_L2TP_WEBHOOK_KEY") or None
+    ca = ca or os.environ.get("KUBE_L2TP_WEBHOOK_CA") or None
+    if not (cert or key or ca):
+        return None
+    if not (cert and key):
+        raise ValueError(
+            "--webhook-cert and --webhook-key go together: give both (e.g. tls.crt and tls.key"
+            " of a Secret), or neither to let the operator make its own certificate"
+        )
+    for flag, path in (("--webhook-cert", cert), ("--webhook-key", key), ("--webhook-ca", ca)):
+        if path and not Path(path).is_file():
+            raise ValueError(f"{flag} {path}: no such file; mount the Secret that holds it")
+    return ServingFiles(Path(cert), Path(key), Path(ca) if ca else None)
+
+
+def self_signed(config: OperatorConfig) -> SelfSignedIssuer:
+    """The operator's own CA and serving certificate, for the name the API server uses."""
+    host = config.webhook_host
+    hosts = service_names(host) if host else ["127.0.0.1", "localhost"]  # kopf's default
+    directory = config.tls_dir or Path(tempfile.mkdtemp(prefix="kube-l2tp-webhook-"))
+    issuer = SelfSignedIssuer(hosts, directory)
+    issuer.issue()
+    return issuer
+
+
+class ServiceWebhookServer(kopf.WebhookServer):
+    """kopf's HTTPS server, announced to the API server as a Service, not a URL.
+
+    Kubernetes asks in-cluster webhooks to be referred to by `service`: the API server does not
+    necessarily resolve cluster DNS names (it often runs with the node's resolver). The Service
+    forwards its port to the operator's webhook port; the certificate names the Service.
+    """
+
+    def __init__(self, *, service: str, namespace: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+        self.namespace = namespace
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        async for config in super().__call__(fn):
+            reference = kopf.WebhookClientConfig(
+                service=kopf.WebhookClientConfigService(
+                    name=self.service,
+                    namespace=self.namespace,
+                    port=self.port,
+                    path=(self.path or "").rstrip("/"),
+                )
+            )
+            if config.get("caBundle"):
+                reference["caBundle"] = config["caBundle"]
+            yield reference
+
+
+def webhook_server(config: OperatorConfig, tls: ServingFiles | None) -> kopf.WebhookServer:
+    """HTTPS with these files (plain HTTP only when insecure), named as the API server calls it."""
+    files: dict[str, Any] = {"insecure": config.webhook_insecure}
+    if tls is not None and not config.webhook_insecure:
+        files.update(certfile=tls.certfile, pkeyfile=tls.pkeyfile, cafile=tls.cafile)
+    common: dict[str, Any] = {
+        "addr": "0.0.0.0",
+        "port": config.webhook_port,
+        "host": config.webhook_host,
+    }
+    service = service_of(config.webhook_host)
+    if service is not None and not config.webhook_insecure:
+        name, namespace = service
+        return ServiceWebhookServer(service=name, namespace=namespace, **common, **files)
+    return kopf.WebhookServer(**common, **files)
+
+
+def settings(config: OperatorConfig, tls: ServingFiles | None = None) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
     s.peering.standalone = True
     s.peering.mandatory = False
@@ -49,12 +136,7 @@ def settings(config: OperatorConfig) -> kopf.OperatorSettings:
         prefix=PREFIX, key="last-handled-configuration"
     )
     s.posting.level = logging.WARNING  # Events for what users must see, not every log line
-    s.admission.server = kopf.WebhookServer(
-        addr="0.0.0.0",
-        port=config.webhook_port,
-        host=config.webhook_host,
-        insecure=config.webhook_insecure,
-    )
+    s.admission.server = webhook_server(config, tls)
     s.admission.managed = WEBHOOK_CONFIG
     return s
 
@@ -73,26 +155,43 @@ async def operator(
     cluster: Cluster | None = None,
 ) -> None:
     """The operator in the running event loop (tests run it in theirs, with a stop flag)."""
-    await kopf.operator(
-        registry=handlers.registry,
-        settings=settings(config),
-        standalone=True,
-        clusterwide=True,
-        liveness_endpoint=_liveness(config),
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-        memo=kopf.Memo(cluster=cluster or Cluster()),
-    )
+    with _serving(config) as tls:
+        await kopf.operator(
+            registry=handlers.registry,
+            settings=settings(config, tls),
+            standalone=True,
+            clusterwide=True,
+            liveness_endpoint=_liveness(config),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+            memo=kopf.Memo(cluster=cluster or Cluster()),
+        )
 
 
 def run(config: OperatorConfig) -> None:
     """The operator as a process: kopf's own loop, signal handling and logging."""
     kopf.configure(verbose=False)
-    kopf.run(
-        registry=handlers.registry,
-        settings=settings(config),
-        standalone=True,
-        clusterwide=True,
-        liveness_endpoint=_liveness(config),
-        memo=kopf.Memo(cluster=Cluster()),
-    )
+    with _serving(config) as tls:
+        kopf.run(
+            registry=handlers.registry,
+            settings=settings(config, tls),
+            standalone=True,
+            clusterwide=True,
+            liveness_endpoint=_liveness(config),
+            memo=kopf.Memo(cluster=Cluster()),
+        )
+
+
+@contextlib.contextmanager
+def _serving(config: OperatorConfig) -> Iterator[ServingFiles | None]:
+    """The webhook's certificate files: the user's, or our own kept renewed while we run."""
+    if config.webhook_insecure or config.webhook_tls is not None:
+        yield config.webhook_tls
+        return
+    issuer = self_signed(config)
+    stop = threading.Event()
+    issuer.keep_renewed(stop)
+    try:
+        yield issuer.files
+    finally:
+        stop.set()
