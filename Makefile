@@ -49,7 +49,7 @@ unit: venv deps tools
 api: venv tools
 	$(BIN)/pytest -p no:cacheprovider tests/apiserver tests/cluster $(wildcard tests/controller)
 
-kernel: venv deps
+kernel: venv deps tools
 	bash scripts/vm.sh tests/kernel/run-in-guest.sh
 
 test: lint unit api kernel

@@ -182,12 +182,26 @@ async def tunnel_event(
     logger: kopf.Logger,
     **kwargs: Any,
 ) -> None:
-    """Keep this tunnel's session summary current; drop finalizers of nodes that are gone."""
+    """Keep this tunnel's session summary current; drop finalizers of nodes that are gone.
+
+    Also fill spec.nodeName of sessions that arrived before their tunnel: nothing else would
+    bring those sessions back to the operator, and without a nodeName no agent receives them.
+    """
     if type == "DELETED":
         return
     wanted = _summary(name, kwargs["sessions_by_tunnel"])
     if status.differs(kwargs["status"], wanted):
         patch.status.update(wanted)
+    node = (kwargs.get("spec") or {}).get("nodeName")
+    if node and not meta.get("deletionTimestamp"):
+        for session in _values(kwargs["sessions"]):
+            spec = session["spec"]
+            if spec.get("tunnelRef") == name and not spec.get("nodeName"):
+                sname = session["metadata"]["name"]
+                logger.info(f"L2TPSession {sname}: spec.nodeName set to {node} from its tunnel")
+                await asyncio.to_thread(
+                    memo.cluster.patch_spec, SESSIONS[2], sname, {"nodeName": node}
+                )
     await _drop_stale(memo.cluster, TUNNELS[2], name, meta, kwargs["nodes"], logger)
 
 
