@@ -25,6 +25,8 @@ import pytest
 import yaml
 
 from kube_l2tp.api import crd
+from kube_l2tp.controller.app import WEBHOOK_CONFIG
+from kube_l2tp.k8s.objects import WEBHOOK_CONFIGURATIONS
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kube-l2tp"
@@ -461,8 +463,8 @@ CLEANUP_GRANTS = {
     *(("kubel2tp.io", r, v) for r in L2TP for v in ("get", "list", "watch", "delete", "patch")),
     ("", "nodes", "get"),
     ("", "nodes", "list"),
-    ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "get"),
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "delete"),
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "delete"),
 }
 
 
@@ -485,10 +487,10 @@ def test_rbac_least_privilege(render: Render, scenario: str) -> None:
         (role,) = found
         assert _grants(role) == grants, component
     (cleanup,) = _component(render("default"), "ClusterRole", "cleanup")
-    (webhooks,) = [
-        r for r in cleanup["rules"] if "validatingwebhookconfigurations" in r["resources"]
-    ]
-    assert webhooks["resourceNames"] == ["kube-l2tp.kubel2tp.io"]
+    # the operator's two webhook configurations, by name, and nothing else of that group
+    (webhooks,) = [r for r in cleanup["rules"] if "admissionregistration.k8s.io" in r["apiGroups"]]
+    assert webhooks["resourceNames"] == [WEBHOOK_CONFIG]
+    assert sorted(webhooks["resources"]) == sorted(WEBHOOK_CONFIGURATIONS)
 
 
 @pytest.mark.parametrize("scenario", ALL)

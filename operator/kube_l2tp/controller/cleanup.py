@@ -2,7 +2,9 @@
 
 Delete every session and tunnel; give the agents time to tear the kernel state down and remove
 their finalizers; then strip what is left (its agent is gone, or it would have finished), so
-uninstalling never hangs on a finalizer nobody will remove.
+uninstalling never hangs on a finalizer nobody will remove. Last, delete the webhook
+configurations the operator made (kopf creates them, so Helm does not know them): left behind,
+they would send every later L2TP write to a Service that no longer exists.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from kube_l2tp.k8s.objects import Cluster
+from kubernetes.client.exceptions import ApiException
+
+from kube_l2tp.controller.app import WEBHOOK_CONFIG
+from kube_l2tp.k8s.objects import WEBHOOK_CONFIGURATIONS, Cluster
 
 ORDER = ("l2tpsessions", "l2tptunnels")  # sessions first, as an agent tears them down
 
@@ -34,7 +39,7 @@ def cleanup(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """0 when no L2TP object remains at the end, 1 otherwise."""
+    """0 when no L2TP object and no webhook configuration of ours remains at the end."""
     for plural in ORDER:
         for obj in cluster.objects(plural):
             name = obj["metadata"]["name"]
@@ -60,5 +65,23 @@ def cleanup(
         left = remaining(cluster)
     for plural, name, finalizers in left:
         print(f"{plural}/{name}: still present (finalizers: {finalizers})", file=out)
+    webhooks_left = _delete_webhook_configurations(cluster, out)
     print("nothing left" if not left else f"{len(left)} object(s) left", file=out)
-    return 0 if not left else 1
+    return 0 if not left and not webhooks_left else 1
+
+
+def _delete_webhook_configurations(cluster: Cluster, out: TextIO) -> int:
+    """Delete the operator's webhook configurations; the number that could not be deleted."""
+    failed = 0
+    for plural in WEBHOOK_CONFIGURATIONS:
+        try:
+            if cluster.delete_webhook_configuration(plural, WEBHOOK_CONFIG):
+                print(f"{plural}/{WEBHOOK_CONFIG}: deleted", file=out)
+        except ApiException as exc:
+            failed += 1
+            print(
+                f"{plural}/{WEBHOOK_CONFIG}: not deleted ({exc.status} {exc.reason}); delete it"
+                f" with: kubectl delete {plural.removesuffix('s')} {WEBHOOK_CONFIG}",
+                file=out,
+            )
+    return failed

@@ -20,6 +20,7 @@ from kube_l2tp.api import crd
 config: Any = _config  # the loaders are untyped
 
 PLURALS = {crd.TUNNEL_KIND: "l2tptunnels", crd.SESSION_KIND: "l2tpsessions"}
+WEBHOOK_CONFIGURATIONS = ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
 MERGE = "application/merge-patch+json"
 _RETRIES = 5
 
@@ -73,6 +74,22 @@ class Cluster:
         """Ask for deletion; False when it is already gone."""
         try:
             self._custom.delete_cluster_custom_object(crd.GROUP, crd.VERSION, plural, name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def delete_webhook_configuration(self, plural: str, name: str) -> bool:
+        """Delete an admission webhook configuration (one of WEBHOOK_CONFIGURATIONS); False
+        when there is none. Other API errors (e.g. 403) are raised."""
+        api: Any = client.AdmissionregistrationV1Api(self._api)
+        delete = {
+            "validatingwebhookconfigurations": api.delete_validating_webhook_configuration,
+            "mutatingwebhookconfigurations": api.delete_mutating_webhook_configuration,
+        }[plural]
+        try:
+            delete(name)
         except client.ApiException as exc:
             if exc.status == 404:
                 return False
