@@ -120,6 +120,7 @@ class StatusWriter:
         self.verdicts = verdicts  # Agent.peer_verdicts
         self._reasons: dict[str, str] = {}
         self._result: Result | None = None
+        self._verdicts: dict[str, PeerVerdict] = {}
         # subject -> (liveness state, wall-clock time it began): the condition's
         # lastTransitionTime even when the API was down at the moment of the change
         self._peer_since: dict[str, tuple[Liveness, str]] = {}
@@ -141,6 +142,7 @@ class StatusWriter:
             self._write_all(self._result)
 
     def _write_all(self, result: Result) -> None:
+        self._verdicts = self.verdicts()  # once per pass: it is built for all sessions
         for subject, obj in self.source.raw.items():
             kind = subject.split("/", 1)[0]
             if subject in self.source.deleting:
@@ -198,7 +200,7 @@ class StatusWriter:
     def _peer_condition(
         self, subject: str, obj: dict[str, Any], r: ObjectResult, generation: int
     ) -> dict[str, Any]:
-        verdict = self.verdicts().get(subject)
+        verdict = self._verdicts.get(subject)
         since = self._peer_since.get(subject)
         current = conditions.find(
             self.writer.current_status(crd.SESSION_KIND, obj).get("conditions"),
