@@ -14,6 +14,7 @@ import ipaddress
 import socket
 import struct
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 from kube_l2tp.core.state import Address, ObservedLink
 
@@ -52,12 +53,17 @@ def request(msg_type: int, seq: int) -> bytes:
     )
 
 
-def messages(chunks: Iterable[bytes], seq: int) -> Iterator[tuple[int, bytes, int]]:
-    """(type, message, offset of its payload) of every message answering ``seq``."""
+def messages(chunks: Iterable[bytes], seq: int) -> Iterator[tuple[int, bytes, int, int]]:
+    """(type, chunk, start and end of its payload) of every message answering ``seq``.
+
+    Messages are not copied out of their chunk: a link message is about 1.5 KiB, of which the
+    agent reads a few attributes.
+    """
+    unpack = _NLMSGHDR.unpack_from
     for chunk in chunks:
         offset = 0
         while offset + _NLMSGHDR.size <= len(chunk):
-            length, msg_type, flags, msg_seq, _ = _NLMSGHDR.unpack_from(chunk, offset)
+            length, msg_type, flags, msg_seq, _ = unpack(chunk, offset)
             if length < _NLMSGHDR.size:
                 return
             if msg_seq == seq:
@@ -72,17 +78,28 @@ def messages(chunks: Iterable[bytes], seq: int) -> Iterator[tuple[int, bytes, in
                     return
                 if flags & NLM_F_DUMP_INTR:
                     raise DumpInterruptedError
-                yield msg_type, chunk[offset : offset + length], _NLMSGHDR.size
+                yield msg_type, chunk, offset + _NLMSGHDR.size, offset + length
             offset += (length + 3) & ~3
 
 
-def _attrs(buf: bytes, start: int, end: int) -> dict[int, bytes]:
+_LINK_ATTRS: Final = frozenset((IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO))
+_INFO_ATTRS: Final = frozenset((IFLA_INFO_KIND, IFLA_INFO_DATA))
+_VLAN_ATTRS: Final = frozenset((IFLA_VLAN_ID,))
+_ADDR_ATTRS: Final = frozenset((IFA_ADDRESS, IFA_LOCAL))
+
+
+def _attrs(buf: bytes, start: int, end: int, wanted: frozenset[int]) -> dict[int, bytes]:
+    """The payloads of the ``wanted`` attributes in buf[start:end] (the first of each kind);
+    the others (stats, AF_SPEC...: most of a link message) are skipped, not copied."""
     out: dict[int, bytes] = {}
-    while start + _NLA.size <= end:
-        length, kind = _NLA.unpack_from(buf, start)
-        if length < _NLA.size:
+    unpack = _NLA.unpack_from
+    while start + 4 <= end:
+        length, kind = unpack(buf, start)
+        if length < 4:
             break
-        out.setdefault(kind & NLA_TYPE_MASK, buf[start + _NLA.size : start + length])
+        kind &= NLA_TYPE_MASK
+        if kind in wanted and kind not in out:
+            out[kind] = buf[start + 4 : start + length]
         start += (length + 3) & ~3
     return out
 
@@ -91,29 +108,30 @@ def _string(value: bytes) -> str:
     return value.split(b"\0", 1)[0].decode()
 
 
-def link_of(msg: bytes, offset: int, addresses: dict[int, list[Address]]) -> ObservedLink:
-    """The link in one RTM_NEWLINK, with its addresses."""
+def link_of(msg: bytes, offset: int, end: int, addresses: dict[int, list[Address]]) -> ObservedLink:
+    """The link in the RTM_NEWLINK whose payload is msg[offset:end], with its addresses."""
     _, _, index, flags, _ = _IFINFOMSG.unpack_from(msg, offset)
-    attrs = _attrs(msg, offset + _IFINFOMSG.size, len(msg))
+    attrs = _attrs(msg, offset + _IFINFOMSG.size, end, _LINK_ATTRS)
     kind = ""
     vlan_id = parent = None
     info = attrs.get(IFLA_LINKINFO)
     if info is not None:
-        nested = _attrs(info, 0, len(info))
+        nested = _attrs(info, 0, len(info), _INFO_ATTRS)
         kind = _string(nested.get(IFLA_INFO_KIND, b""))
         data = nested.get(IFLA_INFO_DATA)
         if kind == "vlan" and data is not None:
-            vid = _attrs(data, 0, len(data)).get(IFLA_VLAN_ID)
+            vid = _attrs(data, 0, len(data), _VLAN_ATTRS).get(IFLA_VLAN_ID)
             vlan_id = _U16.unpack_from(vid)[0] if vid else None
             lower = attrs.get(IFLA_LINK)
             parent = _U32.unpack_from(lower)[0] if lower else None
     master = attrs.get(IFLA_MASTER)
+    mtu = attrs.get(IFLA_MTU)
     return ObservedLink(
         ifname=_string(attrs.get(IFLA_IFNAME, b"")),
         index=index,
         kind=kind,
         up=bool(flags & IFF_UP),
-        mtu=_U32.unpack_from(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0,
+        mtu=_U32.unpack_from(mtu)[0] if mtu else 0,
         master_index=(_U32.unpack_from(master)[0] or None) if master else None,
         addresses=tuple(addresses.get(index, ())),
         vlan_id=vlan_id,
@@ -121,22 +139,31 @@ def link_of(msg: bytes, offset: int, addresses: dict[int, list[Address]]) -> Obs
     )
 
 
-def address_of(msg: bytes, offset: int) -> tuple[int, Address | None]:
-    """(ifindex, address) of one RTM_NEWADDR; IFA_LOCAL is our end, IFA_ADDRESS the peer when
-    they differ (ip-address(8)); IPv6 link-local addresses are the kernel's, not ours."""
+def _ip_text(family: int, raw: bytes) -> str:
+    """Canonical text, as ipaddress writes it (and core.desired compares): inet_ntop agrees for
+    IPv4 and is much faster; IPv6 keeps ipaddress (inet_ntop differs, e.g. for ::ffff:a.b.c.d)."""
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    return str(ipaddress.IPv6Address(raw))
+
+
+def address_of(msg: bytes, offset: int, end: int) -> tuple[int, Address | None]:
+    """(ifindex, address) of the RTM_NEWADDR whose payload is msg[offset:end]; IFA_LOCAL is our
+    end, IFA_ADDRESS the peer when they differ (ip-address(8)); IPv6 link-local addresses
+    (fe80::/10) are the kernel's, not ours."""
     family, prefixlen, _, _, index = _IFADDRMSG.unpack_from(msg, offset)
-    attrs = _attrs(msg, offset + _IFADDRMSG.size, len(msg))
+    attrs = _attrs(msg, offset + _IFADDRMSG.size, end, _ADDR_ATTRS)
     raw_address = attrs.get(IFA_ADDRESS)
     raw_local = attrs.get(IFA_LOCAL) or raw_address
-    if raw_local is None or family not in (socket.AF_INET, socket.AF_INET6):
+    size = {socket.AF_INET: 4, socket.AF_INET6: 16}.get(family)
+    if raw_local is None or size is None or len(raw_local) != size:
         return index, None
-    local = ipaddress.ip_address(raw_local)
-    if local.version == 6 and local.is_link_local:
+    if family == socket.AF_INET6 and raw_local[0] == 0xFE and raw_local[1] & 0xC0 == 0x80:
         return index, None
     peer = None
-    if raw_address is not None and raw_address != raw_local:
-        peer = f"{ipaddress.ip_address(raw_address)}/{prefixlen}"
-    return index, Address(address=f"{local}/{prefixlen}", peer=peer)
+    if raw_address is not None and raw_address != raw_local and len(raw_address) == size:
+        peer = f"{_ip_text(family, raw_address)}/{prefixlen}"
+    return index, Address(address=f"{_ip_text(family, raw_local)}/{prefixlen}", peer=peer)
 
 
 def decode(
@@ -144,14 +171,14 @@ def decode(
 ) -> list[ObservedLink]:
     """Links (sorted by index) with their addresses, from the two dumps' raw replies."""
     addresses: dict[int, list[Address]] = {}
-    for msg_type, msg, offset in messages(addr_chunks, seqs[1]):
+    for msg_type, chunk, start, end in messages(addr_chunks, seqs[1]):
         if msg_type == RTM_NEWADDR:
-            index, address = address_of(msg, offset)
+            index, address = address_of(chunk, start, end)
             if address is not None:
                 addresses.setdefault(index, []).append(address)
     links = [
-        link_of(msg, offset, addresses)
-        for msg_type, msg, offset in messages(link_chunks, seqs[0])
+        link_of(chunk, start, end, addresses)
+        for msg_type, chunk, start, end in messages(link_chunks, seqs[0])
         if msg_type == RTM_NEWLINK
     ]
     return sorted(links, key=lambda link: link.index)
