@@ -12,8 +12,15 @@ from fakekernel import FakeKernel
 from kube_l2tp.api import manifests, validation
 from kube_l2tp.api.model import Resources
 from kube_l2tp.core.desired import Desired, Owned, desired_state
-from kube_l2tp.core.reconcile import reconcile
-from kube_l2tp.core.state import Address, SessionConfig, TunnelConfig
+from kube_l2tp.core.plan import Observed, make_plan
+from kube_l2tp.core.reconcile import forget_gone, reconcile
+from kube_l2tp.core.state import (
+    Address,
+    ObservedLink,
+    ObservedSession,
+    SessionConfig,
+    TunnelConfig,
+)
 
 REPO = Path(__file__).parent.parent.parent
 NODE = "site-a"
@@ -339,3 +346,48 @@ def test_a_delete_still_in_progress_is_not_repeated_across_reconciles() -> None:
         kernel, desired_state(from_objects([tunnel()]), NODE), owned, sleep=lambda _: None
     )
     assert back.results["L2TPTunnel/t1"].reason == "Progressing"  # not Conflict
+
+
+class LinkDumpCountingKernel(FakeKernel):
+    link_dumps = 0
+
+    def dump_links(self) -> list[ObservedLink]:
+        self.link_dumps += 1
+        return super().dump_links()
+
+
+def test_removing_tunnels_and_sessions_reads_no_links() -> None:
+    """A link dump waits for the RTNL lock the kernel holds while tearing interfaces down."""
+    kernel, owned = LinkDumpCountingKernel(), Owned()
+    res = from_objects([tunnel(), *(session(f"s{i}", sid=1000 + i) for i in range(3))])
+    reconcile(kernel, desired_state(res, NODE), owned)
+    assert kernel.link_dumps > 0  # declared sessions have links to program
+    kernel.link_dumps = 0
+    result = reconcile(kernel, desired_state(Resources(), NODE), owned)
+    assert result.converged and kernel.writes[-1] == "delete_tunnel 3000"
+    assert kernel.link_dumps == 0 and not kernel.tunnels
+    assert owned.to_json() == Owned().to_json()
+
+
+def test_a_bridge_to_remove_is_read_from_the_links() -> None:
+    kernel, owned = LinkDumpCountingKernel(), Owned()
+    bridged = session(interface={"bridge": {"name": "br0"}})
+    reconcile(kernel, desired_state(from_objects([tunnel(), bridged]), NODE), owned)
+    assert owned.bridges == {"br0"}
+    kernel.link_dumps = 0
+    assert reconcile(kernel, desired_state(Resources(), NODE), owned).converged
+    assert kernel.link_dumps > 0 and "br0" not in kernel.links
+
+
+def test_a_deleted_tunnel_a_dump_skipped_is_going_while_its_sessions_are_reported() -> None:
+    """L2TP dumps resume by position: while the kernel tears tunnels down, a tunnel dump can
+    miss one whose sessions the next dump still lists. They go with it: no session deletes."""
+    owned = Owned(tunnels={3000}, sessions={(3000, 1000)}, deleting={(3000, 0)})
+    session_left = ObservedSession(SessionConfig(3000, 1000, 2000, ifname="l2tpeth0"))
+    observed = Observed.of([], [session_left], [])
+    nothing = desired_state(Resources(), NODE)
+    forget_gone(owned, nothing, observed)
+    assert owned.deleting == {(3000, 0)} and owned.sessions == {(3000, 1000)}
+    assert make_plan(nothing, observed, owned).actions == []
+    assert forget_gone(owned, nothing, Observed.of([], [], []))  # now gone: records dropped
+    assert not owned.deleting and not owned.sessions

@@ -142,6 +142,8 @@ def session_changes(
 
 
 def tunnel_changes(want: TunnelConfig, have: TunnelConfig) -> list[str]:
+    if want == have:  # ``want`` is normalized: equal needs no normalizing (ipaddress is slow)
+        return []
     have = normalize_tunnel(have)
     return [f for f in want.__dataclass_fields__ if getattr(want, f) != getattr(have, f)]
 

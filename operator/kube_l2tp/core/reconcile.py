@@ -53,16 +53,47 @@ class Result:
         return all(r.ready for r in self.results.values())
 
 
-def observe(kernel: KernelPort) -> Observed:
-    return Observed.of(kernel.dump_tunnels(), kernel.dump_sessions(), kernel.dump_links())
+def observe(kernel: KernelPort, *, links: bool = True) -> Observed:
+    """One dump of each table; links only when asked (see needs_links)."""
+    return Observed.of(
+        kernel.dump_tunnels(), kernel.dump_sessions(), kernel.dump_links() if links else ()
+    )
 
 
-def forget_gone(owned: Owned, desired: Desired, observed: Observed) -> None:
-    """Drop records of owned objects that no longer exist and are not wanted."""
+def needs_links(desired: Desired, owned: Owned) -> bool:
+    """Whether a plan will read links: for declared sessions, or links the agent owns.
+
+    Removing only tunnels and sessions needs none, and it matters: a link dump waits for the
+    RTNL lock, which the kernel takes for every interface of a deleted tunnel it tears down.
+    """
+    return bool(desired.sessions or owned.bridges or owned.vlans or owned.ports or owned.addresses)
+
+
+def _sizes(owned: Owned) -> tuple[int, ...]:
+    """The sizes of the persisted records: forget_gone only removes, so equal sizes mean no
+    change (cheaper than comparing to_json() texts, which cost seconds at 1000 sessions)."""
+    return (
+        len(owned.tunnels),
+        len(owned.sessions),
+        len(owned.bridges),
+        len(owned.vlans),
+        len(owned.ports),
+        len(owned.addresses),
+        sum(len(addrs) for addrs in owned.addresses.values()),
+        len(owned.seq),
+        len(owned.l2spec),
+    )
+
+
+def forget_gone(owned: Owned, desired: Desired, observed: Observed) -> bool:
+    """Drop records of owned objects that no longer exist and are not wanted; returns whether
+    a persisted record was dropped (``deleting`` is not persisted)."""
+    before = _sizes(owned)
+    # A deleted tunnel is gone once neither it nor a session of it is reported: a tunnel dump
+    # taken while the kernel tears tunnels down can skip one (L2TP dumps resume by position).
+    reported = set(observed.tunnels) | {t for t, _ in observed.sessions}
     owned.deleting = {
-        k
-        for k in owned.deleting
-        if (k[0] in observed.tunnels if k[1] == 0 else k in observed.sessions)
+        k for k in owned.deleting if (k[0] in reported if k[1] == 0 else k in observed.sessions)
     }
     owned.tunnels = {
         t
@@ -83,6 +114,7 @@ def forget_gone(owned: Owned, desired: Desired, observed: Observed) -> None:
     owned.addresses = {
         name: addrs for name, addrs in owned.addresses.items() if name in observed.links and addrs
     }
+    return _sizes(owned) != before
 
 
 def _record(owned: Owned, action: Action, *, undo: bool = False) -> None:
@@ -125,10 +157,8 @@ def _record_seq(owned: Owned, action: Action, *, undo: bool) -> None:
 def _forget(owned: Owned, action: Action) -> None:
     """After a successful delete/release. A deleted tunnel or session stays owned, marked as
     going away, until the kernel stops reporting it (forget_gone): only then is its id free."""
-    if action.op is Op.DELETE_TUNNEL:
+    if action.op is Op.DELETE_TUNNEL:  # its sessions' seq/l2spec records: _forget_sessions_of
         owned.deleting.add((action.tunnel_id, 0))
-        owned.seq = {k: v for k, v in owned.seq.items() if k[0] != action.tunnel_id}
-        owned.l2spec = {k: v for k, v in owned.l2spec.items() if k[0] != action.tunnel_id}
     elif action.op is Op.DELETE_SESSION:
         owned.deleting.add((action.tunnel_id, action.session_id))
         owned.seq.pop((action.tunnel_id, action.session_id), None)
@@ -141,6 +171,14 @@ def _forget(owned: Owned, action: Action) -> None:
         owned.ports.pop(action.ifname, None)
     elif action.op is Op.DEL_ADDRESS and action.address is not None:
         owned.addresses.get(action.ifname, set()).discard(action.address)
+
+
+def _forget_sessions_of(owned: Owned, tunnels: set[int]) -> None:
+    """Drop what was applied to the sessions of deleted tunnels: once for all of a round's
+    deletes (per delete, it made removing N tunnels O(N^2))."""
+    if tunnels:
+        owned.seq = {k: v for k, v in owned.seq.items() if k[0] not in tunnels}
+        owned.l2spec = {k: v for k, v in owned.l2spec.items() if k[0] not in tunnels}
 
 
 def _execute(kernel: KernelPort, a: Action) -> None:
@@ -202,6 +240,7 @@ def apply(
     save(owned)
     failed: set[str] = set()
     retry: set[str] = set()
+    tunnels_deleted: set[int] = set()
     writes = 0
     for action in actions:
         blocked = action.depends and (action.depends in failed or action.depends in failures)
@@ -214,6 +253,8 @@ def apply(
             _forget(owned, action)
             if action.op in (Op.DELETE_TUNNEL, Op.DELETE_SESSION):
                 deleted.add((action.tunnel_id, action.session_id))
+            if action.op is Op.DELETE_TUNNEL:
+                tunnels_deleted.add(action.tunnel_id)
         except KernelError as exc:
             writes += 1
             _record(owned, action, undo=True)
@@ -233,6 +274,7 @@ def apply(
                 retry.add(action.subject)
             else:
                 failures[action.subject] = f"{action.describe()}: {exc}"
+    _forget_sessions_of(owned, tunnels_deleted)
     save(owned)
     return writes, retry
 
@@ -249,13 +291,11 @@ def reconcile(
     deleted: set[tuple[int, int]] = set()
     plan = Plan()
     try:
-        observed = observe(kernel)
+        observed = observe(kernel, links=needs_links(desired, owned))
     except KernelError as exc:  # no L2TP in this kernel, no permission: every object says so
         return unreachable(desired, exc)
     for attempt in range(1, MAX_ROUNDS + 1):
-        before = owned.to_json()
-        forget_gone(owned, desired, observed)
-        if owned.to_json() != before:
+        if forget_gone(owned, desired, observed):
             save(owned)
         plan = make_plan(desired, observed, owned)
         actions = [a for a in plan.actions if a.subject not in result.failures]
@@ -271,7 +311,7 @@ def reconcile(
         if retry or waiting:
             sleep(0.05 * attempt)  # let the kernel finish deleting a replaced object
         try:
-            observed = observe(kernel)
+            observed = observe(kernel, links=needs_links(desired, owned))
         except KernelError as exc:
             return unreachable(desired, exc, result.writes)
     else:  # out of rounds: judge the objects by the state the last round left
