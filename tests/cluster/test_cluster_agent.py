@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from fakekernel import FakeKernel
 from apiserver.server import ApiServer
 from kube_l2tp import embedded
 from kube_l2tp.agent.cluster import cluster_agent
+from kube_l2tp.agent.serve import build_metrics
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.k8s.finalizers import node_finalizer
@@ -136,8 +138,18 @@ def test_api_outage_keeps_the_data_plane_and_converges_after(
     wait(lambda: synced(a))
     assert a.reconcile_once().converged
     kernel.writes.clear()
+    metrics = build_metrics(a, lambda: ([], []))
+    connected = re.compile(rb'^kube_l2tp_api_connected\{node="node-a"\} (\S+)$', re.MULTILINE)
+
+    def api_connected() -> float:
+        found = connected.search(metrics.render())
+        assert found, "kube_l2tp_api_connected missing"
+        return float(found[1])
+
+    assert api_connected() == 1
     with apiserver.outage():
         wait(lambda: not a.source.tunnels.connected, 15)  # type: ignore[attr-defined]
+        assert api_connected() == 0
         during = a.reconcile_once()
         assert during.converged and kernel.writes == []  # nothing torn down
     # a change made while the agent was cut off converges once its watch resumes
@@ -156,6 +168,7 @@ def test_api_outage_keeps_the_data_plane_and_converges_after(
     )
     assert a.reconcile_once().converged
     assert kernel.tunnels[3000].udp_sport == 5001
+    assert api_connected() == 1
 
 
 def test_restart_before_the_api_answers_prunes_nothing(

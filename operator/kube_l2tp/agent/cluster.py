@@ -62,6 +62,9 @@ class ClusterSource:
     def ready(self) -> bool:
         return self.tunnels.synced.is_set() and self.sessions.synced.is_set()
 
+    def api_connected(self) -> bool:
+        return self.tunnels.connected and self.sessions.connected
+
     def load(self) -> Snapshot:
         raw: dict[str, dict[str, Any]] = {}
         for kind, cache in ((crd.TUNNEL_KIND, self.tunnels), (crd.SESSION_KIND, self.sessions)):

@@ -12,6 +12,7 @@ threads' own: one tunnel dump and one session dump per scrape, counters only.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -62,11 +63,18 @@ class KernelScraper:
 class Metrics:
     """What /metrics answers: the agent's registry, then the kernel's counters."""
 
-    def __init__(self, registry: CollectorRegistry, kernel: KernelMetrics) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        kernel: KernelMetrics,
+        refresh: Callable[[], None] = lambda: None,
+    ) -> None:
         self.registry = registry
         self.kernel = kernel
+        self.refresh = refresh  # gauges read at scrape time
 
     def render(self) -> bytes:
+        self.refresh()
         return b"".join([generate_latest(self.registry), *self.kernel.chunks()])  # one copy
 
 
@@ -95,7 +103,13 @@ def build_metrics(agent: Agent, dump: CounterDump | None = None) -> Metrics:
     kernel = KernelMetrics(
         agent.config.node, dump if dump is not None else KernelScraper(), names, peers
     )
-    return Metrics(registry, kernel)
+
+    def refresh() -> None:
+        connected = agent.source.api_connected()
+        if connected is not None:  # standalone: no API, no series
+            metrics.set_api_connected(connected)
+
+    return Metrics(registry, kernel, refresh)
 
 
 def serve_metrics(agent: Agent, address: str) -> ThreadingHTTPServer:

@@ -38,6 +38,10 @@ class Source(Protocol):
         agent restarted during an API outage must not read "no objects" as "delete all"."""
         ...
 
+    def api_connected(self) -> bool | None:
+        """Whether the source's API watches are connected; None for a source without an API."""
+        ...
+
 
 class LastGood:
     """Validation with memory, shared by every source.
@@ -85,6 +89,9 @@ class ManifestSource:
 
     def ready(self) -> bool:
         return True
+
+    def api_connected(self) -> bool | None:
+        return None
 
     def signature(self) -> tuple[tuple[str, int, int], ...]:
         """Changes whenever a manifest file is added, removed or rewritten (cheap to poll)."""
