@@ -43,6 +43,14 @@ def synced(a: Agent, tunnels: int = 1, sessions: int = 1) -> bool:
     )
 
 
+def programmed(apiserver: ApiServer, a: Agent, objects: list[dict[str, Any]]) -> None:
+    """Create the objects, wait until the agent's caches have them, and converge once."""
+    for obj in objects:
+        apiserver.create(obj)
+    wait(lambda: synced(a))
+    assert a.reconcile_once().converged
+
+
 def wait(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -105,10 +113,7 @@ def test_delete_cleans_the_kernel_before_the_finalizer_goes(
     apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
 ) -> None:
     a, kernel = agent
-    for obj in objects_for("node-a", 3000, "a"):
-        apiserver.create(obj)
-    wait(lambda: synced(a))
-    assert a.reconcile_once().converged
+    programmed(apiserver, a, objects_for("node-a", 3000, "a"))
     path = apiserver.path_for("kubel2tp.io/v1alpha1", "L2TPTunnel") + "/a-t"
     code, _ = apiserver.submit("DELETE", path)
     assert code == 200
@@ -133,10 +138,7 @@ def test_api_outage_keeps_the_data_plane_and_converges_after(
     apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
 ) -> None:
     a, kernel = agent
-    for obj in objects_for("node-a", 3000, "a"):
-        apiserver.create(obj)
-    wait(lambda: synced(a))
-    assert a.reconcile_once().converged
+    programmed(apiserver, a, objects_for("node-a", 3000, "a"))
     kernel.writes.clear()
     metrics = build_metrics(a, lambda: ([], []))
     connected = re.compile(rb'^kube_l2tp_api_connected\{node="node-a"\} (\S+)$', re.MULTILINE)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fakekernel import FakeKernel
-from test_cluster_agent import get, objects_for, synced, wait
+from test_cluster_agent import get, objects_for, programmed, synced, wait
 
 from apiserver.server import ApiServer
 from apiserver.test_kubectl import Kubectl, kubectl_bin
@@ -74,10 +74,7 @@ def test_silent_then_active_again(
     tmp_path: Path,
 ) -> None:
     a, kernel = agent
-    for obj in objects_for("node-a", 3000, "a"):
-        apiserver.create(obj)
-    wait(lambda: synced(a))
-    assert a.reconcile_once().converged
+    programmed(apiserver, a, objects_for("node-a", 3000, "a"))
     peer = cond(apiserver, "PeerActive")
     assert (peer["status"], peer["reason"]) == ("Unknown", "AwaitingTraffic")
     generation = get(apiserver, "l2tpsessions", "a-s")["metadata"]["generation"]  # type: ignore[index]
@@ -130,10 +127,7 @@ def test_a_restarted_agent_keeps_the_known_verdict_until_it_has_evidence(
     apiserver: ApiServer, agent: tuple[Agent, FakeKernel], tmp_path: Path
 ) -> None:
     a, kernel = agent
-    for obj in objects_for("node-a", 3000, "a"):
-        apiserver.create(obj)
-    wait(lambda: synced(a))
-    assert a.reconcile_once().converged
+    programmed(apiserver, a, objects_for("node-a", 3000, "a"))
     base = time.monotonic()
     kernel.stats[KEY] = Stats(tx_packets=10, rx_packets=10)
     a.sample_liveness(now=base)
@@ -167,10 +161,7 @@ def test_a_session_not_in_the_kernel_has_no_peer_verdict(
     apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
 ) -> None:
     a, kernel = agent
-    for obj in objects_for("node-a", 3000, "a"):
-        apiserver.create(obj)
-    wait(lambda: synced(a))
-    assert a.reconcile_once().converged
+    programmed(apiserver, a, objects_for("node-a", 3000, "a"))
     base = time.monotonic()
     kernel.stats[KEY] = Stats(tx_packets=10, rx_packets=10)
     a.sample_liveness(now=base)
