@@ -16,11 +16,16 @@ what the agent would have made), then times, best of REPEAT, in that namespace:
 - ip: `ip -s l2tp show session` in the same namespace.
 
 Also the peak Python memory of one served render (tracemalloc) and the text's size; the body is
-parsed with prometheus_client's parser, and must hold every sample of every session.
+parsed with prometheus_client's parser, and must hold every sample of every session. With
+``--profile`` as the first argument, cProfile's top functions of one served render go to
+stderr.
 """
 
 from __future__ import annotations
 
+import cProfile
+import io
+import pstats
 import subprocess
 import sys
 import time
@@ -60,7 +65,7 @@ def best(fn: Callable[[], object], repeat: int = REPEAT) -> float:
     return min(times)
 
 
-def bench_scrape(n: int) -> dict[str, float]:
+def bench_scrape(n: int, profile: bool = False) -> dict[str, float]:
     res = resources(n)
     names = Names.of(desired_state(res, NODE))
     out: dict[str, float] = {}
@@ -79,6 +84,15 @@ def bench_scrape(n: int) -> dict[str, float]:
             out["peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
             out["bytes"] = len(body)
+            if profile:
+                profiler = cProfile.Profile()
+                profiler.runcall(metrics.render)
+                report = io.StringIO()
+                pstats.Stats(profiler, stream=report).sort_stats("tottime").print_stats(15)
+                print(
+                    f"--- cProfile of one served render, N={n}\n{report.getvalue()}",
+                    file=sys.stderr,
+                )
 
             def dump() -> tuple[list[bytes], list[bytes]]:
                 return l2tp.dump_raw(L2TP_CMD_TUNNEL_GET), l2tp.dump_raw(L2TP_CMD_SESSION_GET)
@@ -116,10 +130,12 @@ def bench_scrape(n: int) -> dict[str, float]:
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [100, 1000]
+    args = sys.argv[1:]
+    profile = bool(args) and args[0] == "--profile"
+    sizes = [int(a) for a in args[profile:]] or [100, 1000]
     rows = []
     for n in sizes:
-        r = bench_scrape(n)
+        r = bench_scrape(n, profile)
         print(f"scrape N={n}: {r}", file=sys.stderr)
         rows.append((n, r))
     print("\n## One /metrics scrape of N sessions against `ip -s l2tp show session`\n")
