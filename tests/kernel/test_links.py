@@ -16,6 +16,7 @@ import pytest
 from helpers import NetnsFactory, TwoSites, in_netns, ip, ip_json, link
 
 from kube_l2tp.core.state import Address, KernelError, ObservedLink, Outcome
+from kube_l2tp.netlink.kernel import Kernel
 from kube_l2tp.netlink.links import LinkEvents, Links
 
 
@@ -318,23 +319,67 @@ def test_links_stay_in_the_namespace_they_were_made_in(netns: NetnsFactory) -> N
     assert [i["ifname"] for i in ip_json(second, "link", "show")] == ["lo"]
 
 
-def test_links_refuse_another_thread(links: Links) -> None:
-    """pyroute2 would open a socket in the other thread's namespace: here, the VM's own."""
+def test_links_keep_their_namespace_in_another_thread(
+    links: Links, ns: str, netns: NetnsFactory
+) -> None:
+    """Raw sockets stay in the namespace they were opened in, whichever thread uses them: a
+    worker thread in another namespace still reads and changes this one, never its own."""
+    other = netns("other")
     errors: list[BaseException] = []
+    seen: list[str] = []
 
     def use() -> None:
         try:
-            links.dump()
+            with in_netns(other):
+                links.create_bridge("br-worker")
+                seen.extend(o.ifname for o in links.dump())
         except BaseException as exc:  # handed back to the test thread
             errors.append(exc)
 
     worker = threading.Thread(target=use)
     worker.start()
     worker.join()
-    assert len(errors) == 1
-    assert isinstance(errors[0], RuntimeError)
-    assert "thread" in str(errors[0])
-    assert [o.ifname for o in links.dump()] == ["lo"]  # the creating thread still works
+    assert errors == []
+    assert seen == ["lo", "br-worker"]
+    assert [i["ifname"] for i in ip_json(ns, "link", "show")] == ["lo", "br-worker"]
+    assert [i["ifname"] for i in ip_json(other, "link", "show")] == ["lo"]
+    assert [o.ifname for o in links.dump()] == ["lo", "br-worker"]  # and the first thread too
+
+
+def _in_thread(netns: str, call: Callable[[], object]) -> object:
+    """What ``call`` returns (or raises) in a new thread that is in ``netns``."""
+    out: list[object] = []
+
+    def run() -> None:
+        with in_netns(netns):
+            try:
+                out.append(call())
+            except Exception as exc:  # handed back to the test thread
+                out.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    return out[0]
+
+
+def test_kernel_opens_l2tp_only_in_its_own_namespace(ns: str, netns: NetnsFactory) -> None:
+    """The L2TP socket opens on first use: a thread in another namespace may not be the one to
+    open it (it would land there); once open, any thread uses this namespace's."""
+    other = netns("other")
+    ip(ns, "link", "add", "br0", "type", "bridge")
+    ip(ns, "addr", "add", "192.0.2.1/24", "dev", "br0")
+    ip(ns, "link", "set", "br0", "up")
+    tunnel = "tunnel_id 7 peer_tunnel_id 8 encap udp udp_sport 5000 udp_dport 6000"
+    ip(ns, "l2tp", "add", "tunnel", *tunnel.split(), "local", "192.0.2.1", "remote", "192.0.2.2")
+    with in_netns(ns), Kernel() as kernel:
+        refused = _in_thread(other, kernel.dump_tunnels)
+        assert isinstance(refused, RuntimeError) and "another network namespace" in str(refused)
+        names = _in_thread(other, lambda: [link.ifname for link in kernel.dump_links()])
+        assert names == ["lo", "br0"]  # the links' sockets were opened here, at creation
+        assert kernel.supported()  # opened here, in ns
+        tunnels = _in_thread(other, lambda: [t.config.tunnel_id for t in kernel.dump_tunnels()])
+        assert tunnels == [7]
 
 
 def test_link_events_count_changes_in_their_own_namespace_only(netns: NetnsFactory) -> None:

@@ -7,6 +7,7 @@ keeps running, reports the problem per object and recovers once the modules are 
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 from typing import Self
 
@@ -24,15 +25,27 @@ from kube_l2tp.netlink.links import Links
 
 
 class Kernel:
-    """One network namespace's L2TP objects and links. Use from one thread."""
+    """The L2TP objects and links of the network namespace it was created in.
+
+    Not thread-safe (one user at a time), but it may be handed to another thread: its sockets
+    stay in their namespace. The L2TP socket, opened on first use, is refused in a thread that
+    is in another namespace than the one Kernel was created in, where it would open.
+    """
 
     def __init__(self) -> None:
         self.links = Links()
         self._l2tp: L2tp | None = None
+        self._netns = _current_netns()
 
     @property
     def l2tp(self) -> L2tp:
         if self._l2tp is None:
+            if _current_netns() != self._netns:
+                raise RuntimeError(
+                    "Kernel first used for L2TP in a thread of another network namespace than"
+                    " the one it was created in: use it there first (supported()), or create it"
+                    " in the thread's namespace"
+                )
             self._l2tp = L2tp()  # raises KernelError(NOT_SUPPORTED) without L2TP
         return self._l2tp
 
@@ -106,3 +119,8 @@ class Kernel:
 
     def delete_link(self, name: str) -> None:
         self.links.delete_link(name)
+
+
+def _current_netns() -> int:
+    """The calling thread's network namespace (setns(2) moves single threads)."""
+    return os.stat("/proc/thread-self/ns/net").st_ino

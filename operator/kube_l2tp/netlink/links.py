@@ -7,8 +7,9 @@ attribute names (IFLA_*, IFA_*) so they read against include/uapi/linux/if_link.
 pyroute2's IPRoute was 30x slower per request; its message classes remain the reference the unit
 tests hold both codecs against (_link_of and _address_of below decode with them).
 
-Threads: the sockets stay in the network namespace they were opened in, but a Links object is
-not thread-safe (one reader per socket), so it refuses any thread but the one that created it.
+Threads and namespaces: the sockets stay in the network namespace they were opened in, whichever
+thread uses them later (pyroute2's IPRoute opened a new socket per thread, in that thread's
+namespace, so the old Links refused other threads). Not thread-safe: one user at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import errno
 import ipaddress
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
@@ -40,7 +40,6 @@ class Links:
     """
 
     def __init__(self) -> None:
-        self._thread = threading.get_ident()
         try:
             self._requests = rtrequest.RtRequests()
         except OSError as exc:
@@ -70,7 +69,6 @@ class Links:
 
     def dump(self) -> list[ObservedLink]:
         """Every link with its addresses (link-local IPv6 left out: the kernel makes those)."""
-        self._check_thread("dump links")
         try:
             return self._dumper.dump()
         except (OSError, rtdump.DumpInterruptedError) as exc:
@@ -129,7 +127,6 @@ class Links:
     ) -> rtrequest.Answer:
         """Build a request with the next sequence number (``build(seq, *args)``), send it and
         return the kernel's answer; an error answer raises KernelError naming ``operation``."""
-        self._check_thread(operation)
         try:
             answer = self._requests.send(build(self._requests.seq(), *args, **kwargs))
         except OSError as exc:
@@ -138,13 +135,6 @@ class Links:
         if error is not None:
             raise kernel_error(operation, error) from error
         return answer
-
-    def _check_thread(self, operation: str) -> None:
-        if threading.get_ident() != self._thread:
-            raise RuntimeError(
-                f"{operation}: Links used from a thread other than the one that created it;"
-                " create one per thread (its sockets are not shared between readers)"
-            )
 
 
 class LinkEvents:
