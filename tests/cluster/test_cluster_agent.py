@@ -221,6 +221,15 @@ def test_a_newcomer_that_collides_is_refused_not_the_running_object(
     assert refused is not None
     message = refused["status"]["conditions"][0]["message"]
     assert "spec.tunnelID" in message and "L2TPTunnel/z-t" in message
+    # the refused duplicate deletes (its finalizer goes), and the original keeps its tunnel
+    path = apiserver.path_for("kubel2tp.io/v1alpha1", "L2TPTunnel") + "/a-t"
+    assert apiserver.submit("DELETE", path)[0] == 200
+    cache = a.source.tunnels  # type: ignore[attr-defined]
+    wait(lambda: any(o["metadata"].get("deletionTimestamp") for o in cache.snapshot()))
+    a.reconcile_once()
+    wait(lambda: get(apiserver, "l2tptunnels", "a-t") is None)
+    assert kernel.writes == [] and 3000 in kernel.tunnels
+    assert ready(get(apiserver, "l2tptunnels", "z-t")) == "True/Programmed"
 
 
 def test_an_invalid_edit_keeps_the_last_valid_version_running(

@@ -22,6 +22,7 @@ from kube_l2tp.agent.source import LastGood, Snapshot
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.api import crd, manifests
+from kube_l2tp.api.model import Resources
 from kube_l2tp.api.problems import Problem, Severity
 from kube_l2tp.core.desired import Owned
 from kube_l2tp.core.liveness import Liveness, PeerVerdict
@@ -50,6 +51,7 @@ class ClusterSource:
         self.deleting: set[str] = set()  # subjects with a deletionTimestamp
         self.invalid: dict[str, Problem] = {}
         self.stale: set[str] = set()  # invalid now, running on their last valid version
+        self.resources = Resources()  # what the live objects declare, as last loaded
         self._last_good = LastGood()
 
     def changed(self) -> None:
@@ -88,6 +90,7 @@ class ClusterSource:
             if p.severity is Severity.ERROR:
                 self.invalid.setdefault(f"{p.kind}/{p.name}", p)
         self.stale = snapshot.stale
+        self.resources = snapshot.resources
         return snapshot
 
 
@@ -220,14 +223,21 @@ class StatusWriter:
         )
 
     def _kernel_clean(self, kind: str, obj: dict[str, Any]) -> bool:
-        """Whether nothing this object declared is left in this node's kernel."""
+        """Whether nothing this object declared is left in this node's kernel.
+
+        A kernel object that a live object also declares is that object's, not this one's: a
+        refused duplicate (Conflict) must be deletable while the original keeps its tunnel.
+        """
         spec = obj.get("spec") or {}
+        live = self.source.resources
         if kind == crd.TUNNEL_KIND:
             tid = spec.get("tunnelID")
-            return tid not in self.owned.tunnels
+            return tid not in self.owned.tunnels or any(t.tunnel_id == tid for t in live.tunnels)
         tunnel = self.source.raw.get(f"L2TPTunnel/{spec.get('tunnelRef', '')}")
-        tid = ((tunnel or {}).get("spec") or {}).get("tunnelID")
-        return (tid, spec.get("sessionID")) not in self.owned.sessions
+        key = (((tunnel or {}).get("spec") or {}).get("tunnelID"), spec.get("sessionID"))
+        ids = {t.name: t.tunnel_id for t in live.tunnels}
+        declared = {(ids.get(s.tunnel_ref), s.session_id) for s in live.sessions}
+        return key not in self.owned.sessions or key in declared
 
 
 def cluster_agent(config: AgentConfig, kernel: Kernel, store: StateStore) -> Agent:
