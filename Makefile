@@ -61,15 +61,17 @@ demo: venv deps
 # Default N: 100, 1000 and 4000 (the issue's); e.g. ARGS="100 1000 --parts kernel" for less.
 # 4 GiB: 4000 up interfaces alone hold about 0.5 GB of kernel memory.
 bench: venv deps
-	set -o pipefail; start=$$(date +%s); \
+	set -o pipefail; start=$$(date +%s); others=$$(pgrep -c qemu-system || true); \
+	  code=$$(git rev-parse --short HEAD; git status --porcelain -- operator tests/bench | grep -q . && echo '(with uncommitted changes)'); \
 	  VM_MEMORY=$${VM_MEMORY:-4G} VM_TIMEOUT=$${VM_TIMEOUT:-10800} \
 	  bash scripts/vm.sh tests/bench/run-in-guest.sh $(ARGS) | tee .bench.out \
-	  && echo $$(( $$(date +%s) - start )) > .bench.seconds
+	  && echo $$(( $$(date +%s) - start )) $$others $$(pgrep -c qemu-system || true) $$code > .bench.seconds
 	sed -n '/^=== BENCHMARKS.md ===$$/,/^=== end ===$$/p' .bench.out | sed '1d;$$d' \
 	  | grep -v '^bench: ' > .bench.md  # progress lines (stderr) are not the report
 	test -s .bench.md  # never replace BENCHMARKS.md with an empty one
 	{ head -2 .bench.md; echo "- host: $$(uname -srm), $$(nproc) CPUs, $$(awk '/MemTotal/{printf "%d GiB", $$2/1048576}' /proc/meminfo)"; \
-	  echo "- whole run (make bench, VM boot included): $$(awk '{printf "%.1f min", $$1/60}' .bench.seconds)"; \
+	  awk '{printf "- whole run (make bench, VM boot included): %.1f min; other VMs on the host: %d at its start, %d at its end\n", $$1/60, $$2, $$3}' .bench.seconds; \
+	  awk '{$$1 = $$2 = $$3 = ""; sub(/^ +/, ""); print "- code: commit " $$0}' .bench.seconds; \
 	  tail -n +3 .bench.md; cat tests/bench/history.md; } > BENCHMARKS.md
 	rm -f .bench.out .bench.md .bench.seconds
 

@@ -130,9 +130,13 @@ def quiesce(ns: str, timeout: float = 600.0) -> None:
     ids = re.findall(r"^Tunnel (\d+),", shown.stdout, re.MULTILINE)  # none without L2TP
     if ids:
         deletes = "".join(f"l2tp del tunnel tunnel_id {i}\n" for i in ids)
-        # check=False: a tunnel already on its way out answers ENOENT, which is fine here
+        # unchecked, quiet: a tunnel already on its way out answers ENODEV, which is fine here
         subprocess.run(
-            ["ip", "-n", ns, "-force", "-batch", "-"], input=deletes, text=True, check=False
+            ["ip", "-n", ns, "-force", "-batch", "-"],
+            input=deletes,
+            text=True,
+            capture_output=True,
+            check=False,
         )
     deadline = time.monotonic() + timeout
     while subprocess.run(
