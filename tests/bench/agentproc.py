@@ -144,7 +144,8 @@ class Memory:
     scrape_bytes: int
     rss_scraped: int
     hwm_scraped: int
-    profile: dict[str, Any] | None = None  # memprofile.py's answer, when it was run
+    profile: dict[str, Any] | None = None  # memprofile.py's answers, when it was run:
+    traced: dict[str, Any] | None = None  # the resident set's, and tracemalloc's
     agent_log: str = field(default="", repr=False)  # its log up to the scrape, for progress
 
 
@@ -177,19 +178,20 @@ def memory(n: int, timeout: float = 3600.0) -> Memory:
     )
 
 
-def profile(n: int, timeout: float = 3600.0) -> dict[str, Any]:
+def profile(n: int, trace: bool = False, timeout: float = 3600.0) -> dict[str, Any]:
     """memprofile.py (the same agent, measured from inside) at N pairs; its JSON answer."""
     with tempfile.TemporaryDirectory(prefix="bench-prof-") as tmp:
         work = Path(tmp)
         write_manifests(work / "manifests", [doc for i in range(n) for doc in pair(i)])
-        argv = [
-            *("ip", "netns", "exec", "NS", sys.executable),
-            *(str(Path(__file__).parent / "memprofile.py"), str(2 * n)),
-            *("agent", "--node", NODE, "--manifests", str(work / "manifests")),
-            *("--state-dir", str(work / "state"), "--metrics-bind-address", f"127.0.0.1:{PORT}"),
-        ]
         with namespace(loopback=True) as ns:
-            argv[3] = ns
+            argv = [
+                *("ip", "netns", "exec", ns, sys.executable),
+                *(str(Path(__file__).parent / "memprofile.py"), str(2 * n)),
+                *(["--trace"] if trace else []),
+                *("agent", "--node", NODE, "--manifests", str(work / "manifests")),
+                *("--state-dir", str(work / "state")),
+                *("--metrics-bind-address", f"127.0.0.1:{PORT}"),
+            ]
             proc = subprocess.run(
                 argv, capture_output=True, text=True, timeout=timeout, check=False
             )

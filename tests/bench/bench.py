@@ -11,7 +11,8 @@
   deletes tunnels and lets the kernel cascade, against `ip -batch` deleting the same tunnels).
 - memory: the resident set of a real `kube-l2tp agent` process (standalone, a directory of the
   largest N pairs and of 1 pair, metrics served) once converged and after one scrape; when it
-  misses the issue's 80 MB at 4000, where the memory goes (memprofile.py, at 1000 pairs).
+  misses the issue's 80 MB at 4000, where the memory goes (memprofile.py: the resident set
+  stage by stage at that N, and Python objects by line under tracemalloc at 1000 pairs).
 - drift: a running agent process repairing a tunnel deleted by hand, 20 times (agentproc).
 - control: one in-cluster agent among 1000 nodes' objects on the API emulator: watch events
   about other nodes' objects, and 1000 sessions from create to Ready (controlplane).
@@ -33,7 +34,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from math import isnan
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
 from agentproc import Drift, Memory, drift, memory, profile
@@ -248,33 +248,58 @@ def report_memory(rows: list[Memory]) -> None:
             f" | {mb(m.rss_scraped)} | {mb(m.hwm_scraped)} | {target} |"
         )
     for m in rows:
-        if m.profile is not None:
-            report_profile(m.profile)
+        report_profile(m)
 
 
-def report_profile(p: dict[str, Any]) -> None:
-    objects = p["objects"]
-    print(
-        f"\nWhere it goes (tests/bench/memprofile.py: the same agent, {objects // 2} pairs,"
-        " measured from inside; MiB):\n"
-    )
-    print(
-        f"- Python alone {p['rss_python_mib']} MiB resident; after the agent's imports"
-        f" {p['rss_imported_mib']} MiB. Growth of the resident set by import, in import order"
-        " (a package shared by two counts with the first): "
-        + ", ".join(f"{name} +{size}" for name, size in p["imports_rss_mib"])
-        + "."
-    )
-    print(
-        f"- Python objects allocated from the first reconcile on and still held once converged:"
-        f" {p['converged_traced_mib']} MiB (tracemalloc); by allocating line: "
-        + ", ".join(f"`{line}` {size}" for line, size in p["held_by_line"])
-        + " (`<string>` lines are dataclasses' generated `__init__`)."
-    )
-    print(
-        f"- One scrape ({p['scrape_bytes'] / 1024:.0f} KiB): {p['scrape_peak_mib']} MiB more at"
-        f" its peak; {p['after_scrape_traced_mib']} MiB held after it."
-    )
+def report_profile(m: Memory) -> None:
+    """memprofile.py's answers: the resident set by stage at N, Python objects at PROFILE_AT."""
+    p, t = m.profile, m.traced
+    if p is not None:
+        print(
+            f"\nWhere it goes: the resident set of the same agent at {p['objects'] // 2} pairs,"
+            " stage by stage (tests/bench/memprofile.py, the CLI run from inside; MiB):\n"
+        )
+        imports = ", ".join(
+            f"{name.removeprefix('kube_l2tp.')} +{grown}"
+            + (f" (bringing {', '.join(packages)})" if packages else "")
+            for name, grown, packages in p["imports"]
+        )
+        print(
+            f"- Python itself {p['rss_python']}; the agent's imports, in its order: {imports};"
+            f" {p['rss_imported']} in all."
+        )
+        print(
+            "- Its first reconcile, by phase: "
+            + ", ".join(f"{label} +{grown}" for label, grown in p["phases"])
+            + " (validating loads the CEL engine the first time);"
+            f" {p['rss_converged']} once converged (peak {p['hwm_converged']})."
+        )
+        print(
+            f"- One scrape ({p['scrape_bytes'] / 1024:.0f} KiB): {p['rss_scraped']} after it"
+            f" (peak {p['hwm_scraped']})."
+        )
+    if t is not None:
+        print(
+            f"\nPython objects of the same agent at {t['objects'] // 2} pairs (tracemalloc, which"
+            " slows the pure-Python YAML parser 5x; MiB; `<string>` lines are dataclasses'"
+            " generated `__init__`):\n"
+        )
+        print(
+            "- Peak above its start, by phase: "
+            + ", ".join(f"{label} {peak}" for label, peak in t["phases"])
+            + "."
+        )
+        print(
+            f"- Held once converged: {t['converged_traced']}; by allocating line: "
+            + ", ".join(f"`{line}` {size}" for line, size in t["held_by_line"])
+            + "."
+        )
+        print(
+            f"- One scrape ({t['scrape_bytes'] / 1024:.0f} KiB): {t['scrape_peak_traced']} more at"
+            f" its peak; {t['after_scrape_traced']} held after it; left by it, by line: "
+            + ", ".join(f"`{line}` {size}" for line, size in t["left_by_scrape_by_line"])
+            + "."
+        )
 
 
 def report_drift(d: Drift) -> None:
@@ -381,7 +406,9 @@ def main() -> None:
             m = memory(n)
             missed = n >= MEMORY_TARGET_AT and m.hwm_scraped > MEMORY_TARGET
             if n == largest and (missed or args.profile):
-                m = dataclasses.replace(m, profile=profile(min(n, PROFILE_AT)))
+                m = dataclasses.replace(
+                    m, profile=profile(n), traced=profile(min(n, PROFILE_AT), trace=True)
+                )
             memory_rows.append(m)
             log(f"memory N={n}: {m} ({time.monotonic() - t:.0f} s); the agent's log:")
             log(m.agent_log)
