@@ -7,6 +7,7 @@ applied), so the constructors here trust types and bounds and do no checking of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from kube_l2tp.api import overhead
@@ -198,7 +199,15 @@ class Resources:
     sessions: tuple[Session, ...] = ()
 
     def tunnel(self, name: str) -> Tunnel | None:
-        return next((t for t in self.tunnels if t.name == name), None)
+        return self._tunnels_by_name.get(name)
+
+    @cached_property
+    def _tunnels_by_name(self) -> dict[str, Tunnel]:
+        """Built on first lookup: validation looks up every session's tunnel (O(N) each before)."""
+        by_name: dict[str, Tunnel] = {}
+        for t in self.tunnels:
+            by_name.setdefault(t.name, t)  # the first of duplicates, as the search found it
+        return by_name
 
     def for_node(self, node: str) -> Resources:
         """The objects a node's agent programs: its tunnels and their sessions."""
