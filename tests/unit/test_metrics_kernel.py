@@ -38,6 +38,7 @@ from kube_l2tp.core.state import (
 from kube_l2tp.metrics.agent import METRIC_NAMES
 from kube_l2tp.metrics.kernel import (
     COUNTERS,
+    SLICE,
     CounterDump,
     Dump,
     KernelCollector,
@@ -230,12 +231,14 @@ def values_as(text: str) -> str:
     return re.sub(r"^([^#].*) \S+$", r"\1 V", text, flags=re.MULTILINE)
 
 
-def test_text_equals_prometheus_clients_sample_for_sample() -> None:
-    dump_n, names, peers = many(300)
+@pytest.mark.parametrize("n", [300, SLICE, 2 * SLICE + 1])
+def test_text_equals_prometheus_clients_sample_for_sample(n: int) -> None:
+    """Also across the slices the text is written in (the last slice a single object)."""
+    dump_n, names, peers = many(n)
     old = reference("node-a", dump_n, lambda: names, lambda: peers)
     new = text("node-a", dump_n, lambda: names, lambda: peers)
     assert parse(new) == parse(old)
-    assert len(parse(new)) == 1 + 20 * 300
+    assert len(parse(new)) == 1 + 20 * n
     # the same HELP, TYPE and sample lines in the same order (labels sorted by name)
     assert values_as(new) == values_as(old)
     assert new.endswith("\n")
@@ -484,3 +487,42 @@ def test_served_body_passes_promtool_and_names_each_family_once(agent: Agent) ->
     session = [dict(k[1]) for k in got if k[0] == "l2tp_session_tx_packets_total"]
     assert [(s["session"], s["node"]) for s in session] == [("site-a-1", "site-a")]
     assert got[("l2tp_session_tx_packets_total", frozenset(session[0].items()))] == 2**63
+
+
+def test_served_over_http_streamed_to_11_and_whole_to_10(agent: Agent) -> None:
+    """Prometheus speaks HTTP/1.1 and gets the text chunked; an HTTP/1.0 client (curl --http1.0)
+    gets it whole with a Content-Length. Both read the same page."""
+    import http.client
+    import socket
+
+    from kube_l2tp.agent.serve import serve_metrics
+
+    kernel = agent.kernel
+    assert isinstance(kernel, CountingKernel)
+    agent.reconcile_once("start")
+    server = serve_metrics(agent, "127.0.0.1:0", fake_dump(kernel))
+    try:
+        port = server.server_address[1]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/metrics")
+        reply = conn.getresponse()
+        assert reply.status == 200
+        assert reply.getheader("Transfer-Encoding") == "chunked"
+        streamed = reply.read()
+        conn.request("GET", "/healthz")  # the same connection, kept alive
+        assert conn.getresponse().read() == b"ok\n"
+        conn.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+        head, _, whole = raw.partition(b"\r\n\r\n")
+        assert f"Content-Length: {len(whole)}".encode() in head
+    finally:
+        server.shutdown()
+        server.server_close()
+    promtool_check_metrics(streamed)
+    assert parse(streamed.decode()) == parse(whole.decode())
+    sessions = [k for k in parse(whole.decode()) if k[0] == "l2tp_session_tx_packets_total"]
+    assert len(sessions) == 1

@@ -11,8 +11,9 @@ threads' own: one tunnel dump and one session dump per scrape, counters only.
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -73,9 +74,13 @@ class Metrics:
         self.kernel = kernel
         self.refresh = refresh  # gauges read at scrape time
 
-    def render(self) -> bytes:
+    def chunks(self) -> Iterator[bytes]:
+        """The response in pieces; the kernel has been read once this returns."""
         self.refresh()
-        return b"".join([generate_latest(self.registry), *self.kernel.chunks()])  # one copy
+        return itertools.chain([generate_latest(self.registry)], self.kernel.chunks())
+
+    def render(self) -> bytes:
+        return b"".join(self.chunks())
 
 
 def build_metrics(agent: Agent, dump: CounterDump | None = None) -> Metrics:
@@ -112,9 +117,11 @@ def build_metrics(agent: Agent, dump: CounterDump | None = None) -> Metrics:
     return Metrics(registry, kernel, refresh)
 
 
-def serve_metrics(agent: Agent, address: str) -> ThreadingHTTPServer:
+def serve_metrics(
+    agent: Agent, address: str, dump: CounterDump | None = None
+) -> ThreadingHTTPServer:
     host, _, port = address.rpartition(":")
-    metrics = build_metrics(agent)
+    metrics = build_metrics(agent, dump)
     state = {"ready": False}
 
     def on_result(_snapshot: Snapshot, _result: Result, _seconds: float) -> None:
@@ -123,9 +130,12 @@ def serve_metrics(agent: Agent, address: str) -> ThreadingHTTPServer:
     agent.on_result.append(on_result)
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # chunked /metrics; every other reply has a Content-Length
+        timeout = 120  # an idle kept-alive connection gives its thread back
+
         def do_GET(self) -> None:
             if self.path == "/metrics":
-                self._reply(200, metrics.render(), CONTENT_TYPE_LATEST)
+                self._metrics()
             elif self.path == "/healthz":
                 self._reply(200, b"ok\n")
             elif self.path == "/readyz":
@@ -143,6 +153,26 @@ def serve_metrics(agent: Agent, address: str) -> ThreadingHTTPServer:
                 self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the scraper gave up (timeout): nothing to tell it
+
+        def _metrics(self) -> None:
+            """Streamed in chunks to an HTTP/1.1 client (Prometheus is one): 4000 sessions are 8 MB
+            of text, which the agent would otherwise hold whole, once more than its target of 80 MB
+            resident allows. A failure half way ends the connection without the last chunk, so the
+            scrape fails rather than reading as a short, valid page."""
+            pieces = metrics.chunks()
+            if self.request_version != "HTTP/1.1":
+                self._reply(200, b"".join(pieces), CONTENT_TYPE_LATEST)
+                return
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for piece in pieces:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
 
         def log_message(self, format: str, *args: object) -> None:
             pass

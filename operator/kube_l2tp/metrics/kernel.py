@@ -238,17 +238,16 @@ _SILENT_HEADER: Final = _header(
 
 
 class KernelMetrics:
-    """The same samples as KernelCollector, as exposition text, one dump per :meth:`render`.
+    """The same samples as KernelCollector, as exposition text, one dump per :meth:`chunks`.
 
     Per managed object the label set is written once (labels sorted by name, as prometheus_client
-    sorts them) and kept while the object keeps its ids, names and interface. From the list of
-    label sets each family gets a bytes template with one ``%d`` per object, kept while the list
-    stays the same (a scrape finds the same objects in the same order as the last), so a scrape
-    formats each family in one ``template % values``: no string per sample, and little memory to
-    allocate and touch (what costs under TCG). Values are the kernel's integers, exactly. An
-    object that a dump repeats (it changed under an interrupted dump) is exported once: twice
-    would make Prometheus reject the whole scrape. Thread-safe: each render works on its own
-    data and replaces the caches whole.
+    sorts them), as bytes, and kept while the object keeps its ids, names and interface. A scrape
+    formats a family a slice of objects at a time: ``template % values``, the template joined from
+    the slice's label sets, so there is no string per sample and nothing the size of the response
+    is kept or built whole (4000 sessions are 8 MB of text; the agent's memory target is 80 MB).
+    Values are the kernel's integers, exactly. An object that a dump repeats (it changed under an
+    interrupted dump) is exported once: twice would make Prometheus reject the whole scrape.
+    Thread-safe: each scrape works on its own data and replaces the label caches whole.
     """
 
     def __init__(
@@ -263,16 +262,18 @@ class KernelMetrics:
         self.names = names
         self.peers = peers
         self._node = f'node="{escape(node)}"'
-        self._tunnel_labels: dict[int, tuple[str, str]] = {}
-        self._session_labels: dict[SessionKey, tuple[tuple[str, str], str | None, str]] = {}
-        self._tunnel_block = _Block([], _TUNNEL_FAMILIES)
-        self._session_block = _Block([], _SESSION_FAMILIES + _SILENT_FAMILY)
+        self._tunnel_labels: dict[int, tuple[str, bytes]] = {}
+        self._session_labels: dict[SessionKey, tuple[tuple[str, str], str | None, bytes]] = {}
 
     def render(self) -> bytes:
         return b"".join(self.chunks())
 
-    def chunks(self) -> list[bytes]:
-        """The text in pieces (a family each), to be joined or written as they are."""
+    def chunks(self) -> Iterator[bytes]:
+        """The text in pieces of at most ~SLICE samples, to be written as they come.
+
+        The kernel is read now, before the first piece: what could fail has failed before a
+        response starts; formatting the pieces cannot.
+        """
         names = self.names()
         node = self._node
         try:
@@ -281,11 +282,11 @@ class KernelMetrics:
             if exc.outcome is not Outcome.NOT_SUPPORTED:
                 log.warning("kernel counters not scraped: %s", exc)
             up = 0 if exc.outcome is Outcome.NOT_SUPPORTED else 1
-            return [f"{_SUPPORTED_HEADER}{SUPPORTED}{{{node}}} {up}\n".encode()]
-        out = [f"{_SUPPORTED_HEADER}{SUPPORTED}{{{node}}} 1\n".encode()]
+            return iter([f"{_SUPPORTED_HEADER}{SUPPORTED}{{{node}}} {up}\n".encode()])
+        supported = f"{_SUPPORTED_HEADER}{SUPPORTED}{{{node}}} 1\n".encode()
 
         known_tunnels, fresh_tunnels = self._tunnel_labels, {}
-        labels: list[str] = []
+        tunnel_labels: list[bytes] = []
         rows: list[Counters] = []
         for tid, counters in tunnels:
             tname = names.tunnels.get(tid)
@@ -293,16 +294,17 @@ class KernelMetrics:
                 continue  # not ours, or repeated
             cached = known_tunnels.get(tid)
             if cached is None or cached[0] != tname:
-                cached = (tname, _percent(f'{{{node},tunnel="{escape(tname)}",tunnel_id="{tid}"}}'))
+                text = f'{{{node},tunnel="{escape(tname)}",tunnel_id="{tid}"}}'
+                cached = (tname, _percent(text).encode())
             fresh_tunnels[tid] = cached
-            labels.append(cached[1])
+            tunnel_labels.append(cached[1])
             rows.append(counters)
         self._tunnel_labels = fresh_tunnels
-        block = self._tunnel_block = self._tunnel_block.over(labels)
-        out += block.format(list(zip(*rows, strict=True)) if rows else [()] * len(STATS_FIELDS))
+        tunnel_columns = _columns(rows)
 
         known, fresh = self._session_labels, {}
-        labels, rows, keys = [], [], []
+        session_labels: list[bytes] = []
+        rows, keys = [], []
         for tid, sid, ifname, counters in sessions:
             key = (tid, sid)
             named = names.sessions.get(key)
@@ -314,21 +316,24 @@ class KernelMetrics:
                     f'{{interface="{escape(ifname or "")}",{node},session="{escape(named[1])}",'
                     f'session_id="{sid}",tunnel="{escape(named[0])}",tunnel_id="{tid}"}}'
                 )
-                cached_s = (named, ifname, _percent(text))
+                cached_s = (named, ifname, _percent(text).encode())
             fresh[key] = cached_s
-            labels.append(cached_s[2])
+            session_labels.append(cached_s[2])
             rows.append(counters)
             keys.append(key)
         self._session_labels = fresh
         verdicts = self.peers()
         silent = Liveness.SILENT
-        columns: list[tuple[int, ...]] = (
-            list(zip(*rows, strict=True)) if rows else [()] * len(STATS_FIELDS)
+        session_columns = _columns(rows)
+        session_columns.append(tuple([1 if verdicts.get(key) is silent else 0 for key in keys]))
+        return _emit(
+            supported,
+            (tunnel_labels, _TUNNEL_FAMILIES, tunnel_columns),
+            (session_labels, _SESSION_FAMILIES + _SILENT_FAMILY, session_columns),
         )
-        columns.append(tuple([1 if verdicts.get(key) is silent else 0 for key in keys]))
-        block = self._session_block = self._session_block.over(labels)
-        out += block.format(columns)
-        return out
+
+
+SLICE: Final = 512  # objects per piece: ~100 KiB of session text, allocated and freed at once
 
 
 def _percent(text: str) -> str:
@@ -336,33 +341,28 @@ def _percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def _columns(rows: list[Counters]) -> list[tuple[int, ...]]:
+    """Counters by field: column i holds every object's STATS_FIELDS[i]."""
+    return list(zip(*rows, strict=True)) if rows else [()] * len(STATS_FIELDS)
+
+
 # the peer verdict gauge takes its values from the column after the counters
 _SILENT_FAMILY: Final = ((_SILENT_HEADER, PEER_SILENT, len(STATS_FIELDS)),)
 
 
-class _Block:
-    """The families of one kind of object (tunnels, sessions) as %-templates for one list of
-    label sets: a family's text is ``template % column``, its values in the labels' order."""
-
-    def __init__(self, labels: list[str], families: tuple[tuple[str, str, int], ...]) -> None:
-        self.labels = labels
-        self.families = families
-        # name + label_0 + " %d\n" + name + label_1 + " %d\n" ...: one join per family
-        self.templates = [
-            (
-                _percent(header) + (name + f" %d\n{name}".join(labels) + " %d\n" if labels else "")
-            ).encode()
-            for header, name, _ in families
-        ]
-        self.columns = [index for _, _, index in families]
-
-    def over(self, labels: list[str]) -> _Block:
-        """This block if it was made for ``labels`` (the same objects in the same order), else a
-        new one."""
-        return self if labels == self.labels else _Block(labels, self.families)
-
-    def format(self, columns: list[tuple[int, ...]]) -> list[bytes]:
-        return [
-            template % columns[index]
-            for template, index in zip(self.templates, self.columns, strict=True)
-        ]
+def _emit(
+    first: bytes,
+    *blocks: tuple[list[bytes], tuple[tuple[str, str, int], ...], list[tuple[int, ...]]],
+) -> Iterator[bytes]:
+    """Each family's header, then its samples a slice at a time: ``name`` + labels + `` %d``
+    per object, joined into one template and formatted with the slice of its column."""
+    yield first
+    for labels, families, columns in blocks:
+        for header, name, index in families:
+            yield header.encode()
+            column = columns[index]
+            sample = name.encode()
+            glue = b" %d\n" + sample
+            for start in range(0, len(labels), SLICE):
+                end = start + SLICE
+                yield (sample + glue.join(labels[start:end]) + b" %d\n") % column[start:end]
