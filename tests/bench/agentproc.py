@@ -84,6 +84,17 @@ class AgentProcess:
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
+    def exec_done(self, timeout: float = 30.0) -> None:
+        """Wait until the pid is the agent's (``ip netns exec`` has exec'd it): memory read from
+        /proc before that would be ip's, or this process's (a fork not yet exec'd)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            cmdline = Path(f"/proc/{self.proc.pid}/cmdline").read_bytes().split(b"\0")
+            if any(b"kube-l2tp" in part for part in cmdline):
+                return
+            assert time.monotonic() < deadline, f"not the agent after {timeout} s: {cmdline}"
+            time.sleep(0.05)
+
     def converged(self, pairs: int, timeout: float) -> float:
         """Wait until the agent has programmed ``pairs`` pairs; the seconds its reconcile took.
 
@@ -92,8 +103,7 @@ class AgentProcess:
         writes nothing and logs at DEBUG, so the kernel is watched too: every session interface
         up with its MTU, and nothing logged for SETTLE seconds, counts (its time is then NaN).
         """
-        cmdline = Path(f"/proc/{self.proc.pid}/cmdline").read_bytes().split(b"\0")
-        assert any(b"kube-l2tp" in part for part in cmdline), cmdline
+        self.exec_done()
         deadline = time.monotonic() + timeout
         complete_since: float | None = None
         next_look = time.monotonic() + LOOK_EVERY

@@ -7,7 +7,7 @@ kept (and reported as such) until a valid one replaces it or the object really d
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -55,12 +55,14 @@ class LastGood:
     def __init__(self) -> None:
         self.kept: dict[str, Tunnel | Session] = {}
 
-    def select(self, docs: Sequence[manifests.Document]) -> Snapshot:
-        """Desired resources from ``docs`` (in order of precedence among newcomers)."""
-        ordered = sorted(docs, key=lambda d: _subject(d.body) not in self.kept)  # stable
-        report = validation.check_documents(ordered)
+    def select(self, docs: Iterable[manifests.Document]) -> Snapshot:
+        """Desired resources from ``docs`` (in order of precedence among newcomers), each
+        checked as it comes (a generator's bodies are dropped as they are checked)."""
+        checked = [validation.check_document(doc) for doc in docs]
+        ordered = sorted(checked, key=lambda c: c.subject not in self.kept)  # stable
+        report = validation.combine(ordered)
         bad = {f"{p.kind}/{p.name}" for p in report.errors}
-        declared = {_subject(d.body) for d in docs}
+        declared = {c.subject for c in checked}
         keep: dict[str, Tunnel | Session] = {}
         stale: set[str] = set()
         objects: list[Tunnel | Session] = [*report.resources.tunnels, *report.resources.sessions]
@@ -106,25 +108,18 @@ class ManifestSource:
 
     def load(self) -> Snapshot:
         try:
-            docs = manifests.load([self.directory]) if any(self.directory.iterdir()) else []
+            empty = not any(self.directory.iterdir())
+            docs = iter(()) if empty else manifests.iterate([self.directory])
+            snapshot = self._last_good.select(docs)  # unchanged if reading fails half way
         except (OSError, manifests.ManifestError) as exc:
             problem = Problem(Severity.ERROR, "Directory", str(self.directory), "", str(exc))
             if self._last is None:
                 return Snapshot(Resources(), [problem])
             # Unreadable: keep everything as it was rather than remove it.
             return Snapshot(self._last.resources, [problem], set(self._last_good.kept))
-        self._last = self._last_good.select(docs)
-        return self._last
+        self._last = snapshot
+        return snapshot
 
 
 def _kind(obj: Tunnel | Session) -> str:
     return "L2TPTunnel" if isinstance(obj, Tunnel) else "L2TPSession"
-
-
-def _subject(body: object) -> str:
-    """ "Kind/name" of a document's body, even an invalid one ("" if it has neither)."""
-    if not isinstance(body, dict):
-        return ""
-    meta = body.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
-    return f"{body.get('kind')}/{name}"

@@ -7,7 +7,7 @@ problem can name its file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,31 +48,54 @@ def files_in(paths: Iterable[Path]) -> list[Path]:
 
 def parse(text: str, source: str) -> list[Document]:
     """Documents in ``text``; a ``kind: List`` (kubectl get -o yaml) is flattened."""
+    return list(_documents(text, source))
+
+
+def _documents(text: str, source: str) -> Iterator[Document]:
+    """parse(), one document at a time: a document is named ``source#N`` when its file holds
+    several, so each is yielded once the next one (or the end) is seen."""
+    held: Any = _NONE
+    count = 0
+    for body in _bodies(text, source):
+        if held is not _NONE:
+            count += 1
+            yield Document(f"{source}#{count}", held)
+        held = body
+    if held is not _NONE:
+        yield Document(source if count == 0 else f"{source}#{count + 1}", held)
+
+
+_NONE: Any = object()
+
+
+def _bodies(text: str, source: str) -> Iterator[Any]:
     try:
         if source.endswith(".json"):
             loaded = json.loads(text)
-            bodies = loaded if isinstance(loaded, list) else [loaded]
+            found: Iterable[Any] = loaded if isinstance(loaded, list) else [loaded]
         else:
-            bodies = [b for b in yaml.load_all(text, Loader=_LOADER) if b is not None]
+            found = yaml.load_all(text, Loader=_LOADER)
+        for body in found:
+            if body is None:
+                continue
+            if isinstance(body, dict) and body.get("kind") == "List" and "items" in body:
+                yield from body["items"]
+            else:
+                yield body
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{source}: not valid YAML/JSON: {exc}") from exc
-    flat: list[Any] = []
-    for body in bodies:
-        if isinstance(body, dict) and body.get("kind") == "List" and "items" in body:
-            flat.extend(body["items"])
-        else:
-            flat.append(body)
-    if len(flat) == 1:
-        return [Document(source, flat[0])]
-    return [Document(f"{source}#{i + 1}", body) for i, body in enumerate(flat)]
 
 
-def load(paths: Iterable[Path]) -> list[Document]:
-    docs: list[Document] = []
+def iterate(paths: Iterable[Path]) -> Iterator[Document]:
+    """load(), a document at a time as the files are parsed: a caller that keeps only what it
+    makes of each never holds every body at once. Raises ManifestError part way through."""
     for path in files_in(paths):
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{path}: cannot read: {exc}") from exc
-        docs.extend(parse(text, str(path)))
-    return docs
+        yield from _documents(text, str(path))
+
+
+def load(paths: Iterable[Path]) -> list[Document]:
+    return list(iterate(paths))

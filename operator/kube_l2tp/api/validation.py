@@ -12,7 +12,7 @@ The operator's admission webhook runs the same functions against the objects in 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -84,22 +84,53 @@ def check_object(
     return [], Session.from_object(obj, source)
 
 
-def check_documents(docs: Sequence[Document]) -> Report:
+@dataclass(frozen=True)
+class Checked:
+    """One document after level 1: what is kept of it (its body is not: 8000 parsed bodies are
+    most of a large directory's memory at load)."""
+
+    subject: str  # "Kind/name", even of an invalid document
+    source: str
+    problems: list[Problem]
+    obj: Tunnel | Session | None  # when it passed
+
+
+def check_document(doc: Document) -> Checked:
+    found, obj = check_object(doc.body, doc.source)
+    return Checked(subject(doc.body), doc.source, found, obj)
+
+
+def subject(body: object) -> str:
+    """ "Kind/name" of a document's body, even an invalid one ("" if it has neither)."""
+    if not isinstance(body, dict):
+        return ""
+    meta = body.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return f"{body.get('kind')}/{name}"
+
+
+def check_documents(docs: Iterable[Document]) -> Report:
     """All three levels over a set of documents (the files given to validate, or a directory)."""
+    return combine([check_document(doc) for doc in docs])
+
+
+def combine(checked: Iterable[Checked]) -> Report:
+    """Levels 2 and 3 over documents checked one by one; of two objects of one kind and name,
+    the first is kept."""
     problems: list[Problem] = []
     tunnels: list[Tunnel] = []
     sessions: list[Session] = []
     seen: dict[tuple[str, str], str] = {}
-    for doc in docs:
-        found, obj = check_object(doc.body, doc.source)
-        problems.extend(found)
+    for c in checked:
+        problems.extend(c.problems)
+        obj = c.obj
         if obj is None:
             continue
         kind = crd.TUNNEL_KIND if isinstance(obj, Tunnel) else crd.SESSION_KIND
-        first = seen.setdefault((kind, obj.name), doc.source)
-        if first != doc.source:
+        first = seen.setdefault((kind, obj.name), c.source)
+        if first != c.source:
             message = f"duplicate object: {kind}/{obj.name} is also defined in {first}; rename one"
-            problems.append(Problem(ERROR, kind, obj.name, "metadata.name", message, doc.source))
+            problems.append(Problem(ERROR, kind, obj.name, "metadata.name", message, c.source))
             continue
         if isinstance(obj, Tunnel):
             tunnels.append(obj)
