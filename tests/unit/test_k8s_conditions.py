@@ -29,6 +29,15 @@ def test_verdicts_map_to_status_and_reason() -> None:
     assert key(conditions.peer_active(None, True, None, 3))[2] == "AwaitingTraffic"
 
 
+def test_a_first_sample_without_evidence_changes_nothing() -> None:
+    """Not sampled yet and sampled once say the same: the first sample rewrites no status."""
+    never = conditions.peer_active(None, True, None, 1)
+    once = conditions.peer_active(UNKNOWN, True, None, 1)
+    assert {**never, "lastTransitionTime": ""} == {**once, "lastTransitionTime": ""}
+    reset = PeerVerdict(Liveness.UNKNOWN, 7.0, "counters reset (session re-created)")
+    assert "counters reset" in conditions.peer_active(reset, True, None, 1)["message"]
+
+
 def test_not_in_the_kernel_is_unknown_whatever_was_known() -> None:
     known = conditions.peer_active(ACTIVE, True, None, 1)
     gone = conditions.peer_active(ACTIVE, False, known, 2)

@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 DEFAULT_WINDOW_SECONDS = 60.0
+NO_SAMPLES = "not enough samples yet"  # also what a session never sampled is told
 
 K = TypeVar("K")
 
@@ -52,7 +53,7 @@ class PeerVerdict:
 class _History:
     samples: deque[Sample] = field(default_factory=deque)
     verdict: PeerVerdict = field(
-        default_factory=lambda: PeerVerdict(Liveness.UNKNOWN, 0.0, "not enough samples yet")
+        default_factory=lambda: PeerVerdict(Liveness.UNKNOWN, 0.0, NO_SAMPLES)
     )
 
 

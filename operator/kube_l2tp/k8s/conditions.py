@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from kube_l2tp.core.liveness import Liveness, PeerVerdict
+from kube_l2tp.core.liveness import NO_SAMPLES, Liveness, PeerVerdict
 
 READY = "Ready"
 # Peer liveness of a session, separate from Ready (programmed): True while packets arrive, False
@@ -117,7 +117,9 @@ def peer_active(
         PEER_ACTIVE,
         "Unknown",
         AWAITING_TRAFFIC,
+        # A session not sampled yet reads as one sampled once: the same text, so its first
+        # sample does not rewrite the status of every session just programmed.
         "no packet received yet, and not yet a whole window of sending without reply"
-        + (f" ({verdict.message})" if verdict else ""),
+        f" ({verdict.message if verdict else NO_SAMPLES})",
         observed_generation,
     )
