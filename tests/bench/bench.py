@@ -32,6 +32,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from math import isnan
 from pathlib import Path
 
@@ -56,6 +57,7 @@ __all__ = ["NODE", "batch", "ip_commands", "namespace", "resources"]  # tests/be
 
 PARTS = ("kernel", "memory", "drift", "control")
 SIZES = (100, 1000, 4000)
+REPEAT = 2  # cold programming runs of each way, alternating; the best counts
 LOOP_UP_TO = 100  # the shell loop: one `ip` process per command
 MEMORY_TARGET = 80 * 10**6  # the issue's bound on the agent's resident set at 4000 sessions
 MEMORY_TARGET_AT = 4000
@@ -107,13 +109,13 @@ def scrape(ns: str, n: int, desired: Desired, repeat: int = 3) -> dict[str, floa
         metrics = Metrics(registry, KernelMetrics(NODE, l2tp.dump_counters, lambda: names))
         body = metrics.render()  # the first fills the label caches, as the agent's first does
 
-        def served() -> int:
+        def serve_once() -> int:
             """As the server writes it: piece by piece, none kept."""
             return sum(len(piece) for piece in metrics.chunks())
 
-        out["scrape"] = best(served, repeat)
+        out["scrape"] = best(serve_once, repeat)
         tracemalloc.start()
-        served()
+        serve_once()
         out["peak_mib"] = tracemalloc.get_traced_memory()[1] / MIB
         tracemalloc.stop()
     served = body.count(b"\nl2tp_session_rx_packets_total{")
@@ -151,29 +153,59 @@ def until_converged(
     raise AssertionError(f"{what}: not converged after {attempts} reconciles: {NOTES[-1]}")
 
 
-def bench_kernel(n: int, loop: bool) -> dict[str, float]:
+def l2tp_links(ns: str) -> int:
+    shown = subprocess.run(
+        ["ip", "-n", ns, "-o", "link", "show", "type", "l2tp"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return len(shown.stdout.splitlines())
+
+
+def until_gone(ns: str, timeout: float = 600.0) -> float:
+    """Seconds until the kernel has torn every L2TP interface in ``ns`` down (it does that
+    after answering the tunnel deletes, a netdev at a time)."""
+    start = time.perf_counter()
+    while l2tp_links(ns):
+        assert time.perf_counter() - start < timeout, f"L2TP interfaces left after {timeout} s"
+        time.sleep(0.1)
+    return time.perf_counter() - start
+
+
+def bench_kernel(n: int, loop: bool, repeat: int = REPEAT) -> dict[str, float]:
+    """The agent and ip -batch take turns, ``repeat`` times each, each in a fresh namespace, and
+    the best of each counts: under TCG on a shared host one run can be 50% slower than the
+    next (the kernel's own background work, the host's other load)."""
     res = resources(n)
-    out: dict[str, float] = {}
-    with namespace() as ns:
-        owned = Owned()
-        with in_netns(ns), Kernel() as kernel:
-            desired = desired_state(res, NODE)
-            _, out["agent"] = until_converged(f"cold, N={n}", kernel, desired, owned)
-            again, out["restart"] = until_converged(f"restart, N={n}", kernel, desired, owned)
-            out["restart_writes"] = again.writes
-            out |= scrape(ns, n, desired)
-            none = desired_state(Resources(), NODE)
-            _, out["agent_remove"] = until_converged(f"removal, N={n}", kernel, none, owned)
-            # the kernel tears tunnels down after acking: wait (not timed, as for ip -batch)
-            deadline = time.monotonic() + 300
-            while kernel.dump_tunnels():
-                assert time.monotonic() < deadline, "tunnels still present after 300 s"
-                time.sleep(0.1)
     commands = ip_commands(res)
-    with namespace() as ns:
-        out["batch"] = timed(lambda: batch(ns, commands))
-        deletes = [f"l2tp del tunnel tunnel_id {t.tunnel_id}" for t in res.tunnels]
-        out["batch_remove"] = timed(lambda: batch(ns, deletes))
+    out: dict[str, float] = {}
+    agent_runs, batch_runs = [], []
+    for rep in range(repeat):
+        with namespace() as ns:
+            owned = Owned()
+            with in_netns(ns), Kernel() as kernel:
+                desired = desired_state(res, NODE)
+                _, cold = until_converged(f"cold, N={n}", kernel, desired, owned)
+                agent_runs.append(cold)
+                if rep == 0:
+                    again, out["restart"] = until_converged(
+                        f"restart, N={n}", kernel, desired, owned
+                    )
+                    out["restart_writes"] = again.writes
+                    out |= scrape(ns, n, desired)
+                    none = desired_state(Resources(), NODE)
+                    _, out["agent_remove"] = until_converged(f"removal, N={n}", kernel, none, owned)
+                    out["agent_gone"] = out["agent_remove"] + until_gone(ns)
+        with namespace() as ns:
+            batch_runs.append(timed(partial(batch, ns, commands)))
+            if rep == 0:
+                deletes = [f"l2tp del tunnel tunnel_id {t.tunnel_id}" for t in res.tunnels]
+                out["batch_remove"] = timed(partial(batch, ns, deletes))
+                out["batch_gone"] = out["batch_remove"] + until_gone(ns)
+    out["agent"], out["batch"] = min(agent_runs), min(batch_runs)
+    out |= {f"agent_{i}": t for i, t in enumerate(agent_runs)}
+    out |= {f"batch_{i}": t for i, t in enumerate(batch_runs)}
     if loop:
         with namespace() as ns:
             out["loop"] = timed(
@@ -196,25 +228,43 @@ def seconds(value: float) -> str:
 def report_kernel(rows: list[tuple[int, dict[str, float]]]) -> None:
     print("## Cold programming of N tunnel+session pairs (UDP, link up, MTU 1400)\n")
     print(f"The shell loop (one `ip` process a command) runs only at N <= {LOOP_UP_TO}.\n")
-    print("| N | agent | ip -batch | agent / batch | shell loop | loop / agent |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"The agent and `ip -batch` take turns, {REPEAT} runs each in fresh namespaces; the best"
+        " of each counts, every run is listed.\n"
+    )
+    print(
+        "| N | agent | ip -batch | agent / batch | runs: agent; ip -batch | shell loop |"
+        " loop / agent |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for n, r in rows:
         loop = (
             f"{r['loop']:.2f} s | {r['loop'] / r['agent']:.0f}x" if "loop" in r else "not run | -"
         )
+        runs = "; ".join(
+            ", ".join(f"{r[f'{way}_{i}']:.1f}" for i in range(REPEAT)) for way in ("agent", "batch")
+        )
         print(
             f"| {n} | {r['agent']:.2f} s | {r['batch']:.2f} s"
-            f" | {r['agent'] / r['batch']:.2f} | {loop} |"
+            f" | {r['agent'] / r['batch']:.2f} | {runs} | {loop} |"
         )
     print("\n## Restart over N live sessions, and removal of N\n")
     print(
-        "| N | restart (converged check) | kernel writes | agent removal | ip -batch del tunnel |"
+        "Removal: the agent's reconcile returns once its deletes are answered and a dump shows"
+        " them under way; `ip -batch` once its deletes are answered. The kernel then tears the"
+        " session interfaces down, one netdev at a time: *until gone* is until"
+        " `ip link show type l2tp` lists none.\n"
     )
-    print("|---|---|---|---|---|")
+    print(
+        "| N | restart (converged check) | kernel writes | agent removal | until gone"
+        " | ip -batch del tunnel | until gone |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for n, r in rows:
         print(
             f"| {n} | {r['restart']:.2f} s | {int(r['restart_writes'])}"
-            f" | {r['agent_remove']:.2f} s | {r['batch_remove']:.2f} s |"
+            f" | {r['agent_remove']:.2f} s | {r['agent_gone']:.1f} s"
+            f" | {r['batch_remove']:.2f} s | {r['batch_gone']:.1f} s |"
         )
     print("\n## One /metrics scrape of N sessions against `ip -s l2tp show session`\n")
     print(
