@@ -244,17 +244,19 @@ def cluster_agent(config: AgentConfig, kernel: Kernel, store: StateStore) -> Age
     """An Agent whose desired state is this node's objects in the API server."""
     api, core = clients()
     writer = Writer(api, core, config.node)
-    holder: list[ClusterSource] = []
+    holder: list[tuple[ClusterSource, Agent]] = []
 
     def changed() -> None:
         if holder:
-            holder[0].changed()
+            source, agent = holder[0]
+            source.changed()
+            agent.wake()  # reconcile now, not at the loop's next poll
 
     tunnels = NodeCache(api, "l2tptunnels", config.node, changed)
     sessions = NodeCache(api, "l2tpsessions", config.node, changed)
     source = ClusterSource(tunnels, sessions, writer)
-    holder.append(source)
     agent = Agent(config, kernel, store, source)
+    holder.append((source, agent))
     status = StatusWriter(source, writer, agent.owned, agent.peer_verdicts)
     agent.on_result.append(status)
     agent.on_liveness.append(status.liveness_changed)

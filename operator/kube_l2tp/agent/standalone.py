@@ -10,9 +10,11 @@ without touching the kernel: pseudowires outlive the agent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +38,7 @@ from kube_l2tp.netlink.links import LinkEvents
 log = logging.getLogger("kube_l2tp.agent")
 
 POLL_SECONDS = 1.0  # how often the manifest directory is checked for changes
-DEBOUNCE_SECONDS = 0.05  # collect a burst of kernel events into one reconcile
+DEBOUNCE_SECONDS = 0.05  # collect a burst of kernel events or API changes into one reconcile
 RETRY_SECONDS = 1.0  # when objects are still Progressing
 SAMPLE_SECONDS = 5.0  # peer liveness: how often session counters are sampled at most
 
@@ -78,6 +80,17 @@ class Agent:
         self.on_liveness: list[Callable[[dict[str, PeerVerdict]], None]] = []
         self._sampled: tuple[float, list[ObservedSession]] | None = None
         self._last_sample = float("-inf")
+        self._waker: _Waker | None = None  # while run() runs
+
+    def wake(self) -> None:
+        """The source changed: end the loop's wait now, not at the next poll (from any thread).
+
+        An API source calls this on every watch event; without it each change, and each batch of
+        objects streaming in, waited up to POLL_SECONDS before its reconcile began.
+        """
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
 
     def peer_verdicts(self) -> dict[str, PeerVerdict]:
         """Peer liveness per managed session, keyed by subject ("L2TPSession/name")."""
@@ -179,6 +192,8 @@ class Agent:
         selector = selectors.DefaultSelector()
         for source in events:
             selector.register(source.fileno(), selectors.EVENT_READ, source)
+        waker = self._waker = _Waker()
+        selector.register(waker.fileno(), selectors.EVENT_READ, waker)
         signature = self.source.signature()
         self.reconcile_once("start")
         self.sample_liveness()
@@ -194,6 +209,7 @@ class Agent:
             why = ""
             if ready:
                 time.sleep(DEBOUNCE_SECONDS)
+                waker.drain()  # the signature below says whether the source really changed
                 if _drain(events):
                     why = "kernel event"
             current = self.source.signature()
@@ -215,6 +231,36 @@ class Agent:
         for source in events:
             selector.unregister(source.fileno())
             source.close()
+        self._waker = None
+        selector.unregister(waker.fileno())
+        waker.close()
+
+
+class _Waker:
+    """A socket pair whose reading end is in the loop's selector: another thread writes a byte
+    to end the wait (a self-pipe)."""
+
+    def __init__(self) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def wake(self) -> None:
+        # full: a wake-up is pending anyway; closed: the loop has ended
+        with contextlib.suppress(OSError):
+            self._writer.send(b"\0")
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._reader.recv(4096):
+                pass
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
 
 
 class _Recording:
