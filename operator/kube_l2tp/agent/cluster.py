@@ -21,7 +21,7 @@ from typing import Any
 from kube_l2tp.agent.source import LastGood, Snapshot
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
-from kube_l2tp.api import crd, manifests
+from kube_l2tp.api import crd, manifests, validation
 from kube_l2tp.api.model import Resources
 from kube_l2tp.api.problems import Problem, Severity
 from kube_l2tp.core.desired import Owned
@@ -53,6 +53,9 @@ class ClusterSource:
         self.stale: set[str] = set()  # invalid now, running on their last valid version
         self.resources = Resources()  # what the live objects declare, as last loaded
         self._last_good = LastGood()
+        # subject -> (what was validated, its verdict): the API objects' schema and CEL checks
+        # are repeated only for what changed, not for every object at every reconcile
+        self._checked: dict[str, tuple[dict[str, Any], validation.Checked]] = {}
 
     def changed(self) -> None:
         """Called by the watch threads."""
@@ -74,7 +77,7 @@ class ClusterSource:
                 raw[f"{kind}/{obj['metadata']['name']}"] = obj
         self.raw = raw
         self.deleting = {s for s, o in raw.items() if o["metadata"].get("deletionTimestamp")}
-        docs = []
+        checked: dict[str, tuple[dict[str, Any], validation.Checked]] = {}
         # First come, first served: of two objects that collide (a tunnel id, a port, an
         # interface name), the one created later is refused, never the one already running.
         for subject, obj in sorted(raw.items(), key=_created):
@@ -83,8 +86,14 @@ class ClusterSource:
                 continue  # not desired: the reconcile removes it, then the finalizer goes
             if not self.writer.add_finalizer(kind, obj):
                 continue  # programmed only once deletion is guaranteed to clean up
-            docs.append(manifests.Document(f"api:{subject}", _plain(obj)))
-        snapshot = self._last_good.select(docs)
+            body = _plain(obj)
+            known = self._checked.get(subject)
+            if known is None or known[0] != body:
+                doc = manifests.Document(f"api:{subject}", body)
+                known = (body, validation.check_document(doc))
+            checked[subject] = known
+        self._checked = checked
+        snapshot = self._last_good.select_checked(c for _, c in checked.values())
         self.invalid = {}
         for p in snapshot.problems:
             if p.severity is Severity.ERROR:

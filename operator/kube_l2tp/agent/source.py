@@ -58,7 +58,11 @@ class LastGood:
     def select(self, docs: Iterable[manifests.Document]) -> Snapshot:
         """Desired resources from ``docs`` (in order of precedence among newcomers), each
         checked as it comes (a generator's bodies are dropped as they are checked)."""
-        checked = [validation.check_document(doc) for doc in docs]
+        return self.select_checked(validation.check_document(doc) for doc in docs)
+
+    def select_checked(self, items: Iterable[validation.Checked]) -> Snapshot:
+        """The same from documents already checked one by one (level 1), e.g. remembered."""
+        checked = list(items)
         ordered = sorted(checked, key=lambda c: c.subject not in self.kept)  # stable
         report = validation.combine(ordered)
         bad = {f"{p.kind}/{p.name}" for p in report.errors}
