@@ -94,7 +94,7 @@ def kubeconfig(path: Path) -> Iterator[None]:
 class _Recent(list[Any]):
     """kmock's record of requests, keeping only the newest (see forgetful)."""
 
-    KEEP = 16
+    KEEP = 4
 
     def append(self, request: Any) -> None:
         if len(self) >= 2 * self.KEEP:
