@@ -330,7 +330,7 @@ def report_profile(m: Memory) -> None:
         print(
             "- Its first reconcile, by phase: "
             + ", ".join(f"{label} +{grown}" for label, grown in p["phases"])
-            + " (validating loads the CEL engine the first time);"
+            + " (the first validation loads the CEL engine);"
             f" {p['rss_converged']} once converged (peak {p['hwm_converged']})."
         )
         print(
@@ -339,8 +339,8 @@ def report_profile(m: Memory) -> None:
         )
     if t is not None:
         print(
-            f"\nPython objects of the same agent at {t['objects'] // 2} pairs (tracemalloc, which"
-            " slows the pure-Python YAML parser 5x; MiB; `<string>` lines are dataclasses'"
+            f"\nPython objects of the same agent at {t['objects'] // 2} pairs (tracemalloc;"
+            " MiB; `<string>` lines are dataclasses'"
             " generated `__init__`):\n"
         )
         print(

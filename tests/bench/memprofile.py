@@ -48,8 +48,7 @@ STEPS = (
 SITE = "-packages/"  # site-packages or dist-packages: a third-party module
 # (module, function, what it does): the agent's phases, looked up where the agent calls them
 PHASES = (
-    ("kube_l2tp.api.manifests", "load", "read and parse the manifests"),
-    ("kube_l2tp.api.validation", "check_documents", "validate them"),
+    ("kube_l2tp.agent.source", "LastGood.select", "read, parse and validate the manifests"),
     ("kube_l2tp.agent.standalone", "desired_state", "desired state"),
     ("kube_l2tp.agent.standalone", "reconcile", "reconcile"),
 )
@@ -107,9 +106,12 @@ def instrument(phases: dict[str, float], trace: bool) -> None:
     The phases run one after the other in the agent's thread (none inside another), so each
     may reset tracemalloc's peak.
     """
-    for module_name, name, label in PHASES:
-        module = importlib.import_module(module_name)
-        fn = getattr(module, name, None)
+    for module_name, dotted, label in PHASES:
+        owner: Any = importlib.import_module(module_name)
+        *path, name = dotted.split(".")  # "Class.method": wrapped on the class
+        for part in path:
+            owner = getattr(owner, part, None)
+        fn = getattr(owner, name, None)
         if fn is None:  # renamed: the profile says so rather than failing
             phases[label] = float("nan")
             continue
@@ -123,7 +125,7 @@ def instrument(phases: dict[str, float], trace: bool) -> None:
                 after = tracemalloc.get_traced_memory()[1] if trace else status()
                 phases[_label] = max(phases.get(_label, 0.0), mib(after - base))
 
-        setattr(module, name, wrapper)
+        setattr(owner, name, wrapper)
 
 
 def main() -> int:
@@ -177,8 +179,11 @@ def main() -> int:
                 answer["hwm_converged"] = mib(status("VmHWM"))
             tracemalloc.reset_peak()
             base = tracemalloc.get_traced_memory()[0]
+            size = 0
             with urllib.request.urlopen(f"http://{address}/metrics", timeout=900) as r:
-                answer["scrape_bytes"] = len(r.read())
+                while piece := r.read(1 << 16):  # the scraper is in this process: keep none
+                    size += len(piece)
+            answer["scrape_bytes"] = size
             if trace:
                 current, peak = tracemalloc.get_traced_memory()
                 answer["scrape_peak_traced"] = mib(peak - base)
