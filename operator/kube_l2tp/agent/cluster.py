@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,8 @@ class ClusterSource:
         self.writer = writer
         self._changes = itertools.count()
         self._version = 0
+        self._lock = threading.Lock()
+        self._modified: list[tuple[str, dict[str, Any]]] = []  # (kind, object) not judged yet
         self.raw: dict[str, dict[str, Any]] = {}  # subject -> API object, of the last load
         self.deleting: set[str] = set()  # subjects with a deletionTimestamp
         self.invalid: dict[str, Problem] = {}
@@ -57,11 +60,25 @@ class ClusterSource:
         # are repeated only for what changed, not for every object at every reconcile
         self._checked: dict[str, tuple[dict[str, Any], validation.Checked]] = {}
 
-    def changed(self) -> None:
-        """Called by the watch threads."""
+    def changed(self, kind: str, event: str = "LIST", obj: dict[str, Any] | None = None) -> None:
+        """Called by the watch threads, after caching the object.
+
+        A modification is judged later, in signature(): most are the watch bringing back the
+        agent's own writes (a finalizer, a status), and one that a reconcile already saw must
+        not start another (a full pass over the kernel) once that reconcile's writes are known.
+        """
+        if event == "MODIFIED" and obj is not None:
+            with self._lock:
+                self._modified.append((kind, obj))
+            return
         self._version = next(self._changes)
 
     def signature(self) -> int:
+        """Changes when an object was added, deleted, or modified by anyone but this agent."""
+        with self._lock:
+            modified, self._modified = self._modified, []
+        if any(not self.writer.seen(kind, obj) for kind, obj in modified):
+            self._version = next(self._changes)
         return self._version
 
     def ready(self) -> bool:
@@ -255,14 +272,17 @@ def cluster_agent(config: AgentConfig, kernel: Kernel, store: StateStore) -> Age
     writer = Writer(api, core, config.node)
     holder: list[tuple[ClusterSource, Agent]] = []
 
-    def changed() -> None:
+    def changed(kind: str, event: str, obj: dict[str, Any] | None) -> None:
         if holder:
             source, agent = holder[0]
-            source.changed()
-            agent.wake()  # reconcile now, not at the loop's next poll
+            source.changed(kind, event, obj)
+            agent.wake()  # reconcile now (if it is a change), not at the loop's next poll
 
-    tunnels = NodeCache(api, "l2tptunnels", config.node, changed)
-    sessions = NodeCache(api, "l2tpsessions", config.node, changed)
+    def on(kind: str) -> Callable[[str, dict[str, Any] | None], None]:
+        return lambda event, obj: changed(kind, event, obj)
+
+    tunnels = NodeCache(api, "l2tptunnels", config.node, on(crd.TUNNEL_KIND))
+    sessions = NodeCache(api, "l2tpsessions", config.node, on(crd.SESSION_KIND))
     source = ClusterSource(tunnels, sessions, writer)
     agent = Agent(config, kernel, store, source)
     holder.append((source, agent))

@@ -32,13 +32,13 @@ class NodeCache(threading.Thread):
         api: client.CustomObjectsApi,
         plural: str,
         node: str,
-        on_change: Callable[[], None],
+        on_change: Callable[[str, dict[str, Any] | None], None],
     ) -> None:
         super().__init__(name=f"watch-{plural}", daemon=True)
         self.api = api
         self.plural = plural
         self.selector = f"spec.nodeName={node}"
-        self.on_change = on_change
+        self.on_change = on_change  # (event type or "LIST", the object or None), after caching
         self.objects: dict[str, dict[str, Any]] = {}
         self.synced = threading.Event()  # a first list has completed
         self.connected = False
@@ -86,7 +86,7 @@ class NodeCache(threading.Thread):
         self._version = body["metadata"]["resourceVersion"]
         self.connected = True
         self.synced.set()
-        self.on_change()
+        self.on_change("LIST", None)
 
     def _watch(self) -> None:
         stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
@@ -118,5 +118,5 @@ class NodeCache(threading.Thread):
                     self.objects.pop(name, None)
                 else:
                     self.objects[name] = obj
-            self.on_change()
+            self.on_change(kind, obj)
         # The server closed the watch (its timeout): run() resumes it from _version.

@@ -104,6 +104,12 @@ class Writer:
         self.writes += 1
         self._wrote(kind, meta, answer).status = merged
 
+    def seen(self, kind: str, obj: dict[str, Any]) -> bool:
+        """Whether this copy of the object is one of our writes' results, or the copy a write of
+        ours was based on: a watch event bringing it back tells the agent nothing new."""
+        written = self._written.get((kind, obj["metadata"]["name"]))
+        return written is not None and obj["metadata"].get("resourceVersion") in written.versions
+
     def current_status(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         """The object's status as the server has it, counting our writes the cache lacks
         (comparing with a lagging copy would write the same status twice)."""
