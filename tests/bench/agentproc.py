@@ -24,7 +24,7 @@ from typing import Any, Self
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from workload import MTU, NODE, namespace, pair, write_manifests
+from workload import MTU, NODE, l2tp_links, namespace, pair, write_manifests
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
 from helpers import in_netns
@@ -231,13 +231,7 @@ def _repaired(ipr: IPRoute, ifname: str, address: str, old_index: int) -> int:
 
 def _links_up(ns: str) -> int:
     """L2TP interfaces in ``ns`` that are up with the workload's MTU."""
-    out = subprocess.run(
-        ["ip", "-n", ns, "-o", "link", "show", "type", "l2tp"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return len(re.findall(rf"<[^>]*\bUP\b[^>]*> mtu {MTU} ", out))
+    return len(re.findall(rf"<[^>]*\bUP\b[^>]*> mtu {MTU} ", "\n".join(l2tp_links(ns))))
 
 
 def _index_of(ipr: IPRoute, ifname: str) -> int:

@@ -41,7 +41,7 @@ from agentproc import Drift, Memory, drift, memory, profile
 from controlplane import ControlPlane, control_plane
 from helpers import in_netns
 from prometheus_client import CollectorRegistry
-from workload import NODE, namespace, resources
+from workload import NODE, l2tp_links, namespace, resources
 
 from kube_l2tp.agent.serve import Metrics
 from kube_l2tp.api.model import Resources
@@ -151,16 +151,6 @@ def until_converged(
             f" ({'; '.join(reasons[:3])}); reconciled again"
         )
     raise AssertionError(f"{what}: not converged after {attempts} reconciles: {NOTES[-1]}")
-
-
-def l2tp_links(ns: str) -> int:
-    shown = subprocess.run(
-        ["ip", "-n", ns, "-o", "link", "show", "type", "l2tp"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return len(shown.stdout.splitlines())
 
 
 def until_gone(ns: str, timeout: float = 600.0) -> float:

@@ -139,12 +139,18 @@ def quiesce(ns: str, timeout: float = 600.0) -> None:
             check=False,
         )
     deadline = time.monotonic() + timeout
-    while subprocess.run(
+    while l2tp_links(ns):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{ns}: L2TP interfaces still there after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def l2tp_links(ns: str) -> list[str]:
+    """`ip -o link show type l2tp` in ``ns``: a line per session interface."""
+    shown = subprocess.run(
         ["ip", "-n", ns, "-o", "link", "show", "type", "l2tp"],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.strip():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{ns}: L2TP interfaces still there after {timeout:.0f} s")
-        time.sleep(0.5)
+    )
+    return shown.stdout.splitlines()
