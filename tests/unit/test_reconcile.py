@@ -319,6 +319,30 @@ def test_session_whose_device_was_deleted_is_replaced() -> None:
     assert kernel.links["l2tpeth0"].up
 
 
+def test_a_tunnel_deleted_outside_and_gone_before_the_session_create_is_rebuilt() -> None:
+    """`ip l2tp del tunnel` by hand: the kernel drops the session first and the tunnel a moment
+    later, so a dump can show the tunnel without its session, and by the time the agent
+    re-creates the session the tunnel is gone (ENODEV). That is the kernel moving, not an
+    error to report until the next resync: the next round rebuilds both (seen in the VM)."""
+    kernel, owned = FakeKernel(), Owned()
+    reconcile(kernel, seed_desired(), owned)
+    kernel.delete_session(3000, 1000)  # the session is gone; the tunnel is still dumped
+    original = kernel.create_session
+
+    def tunnel_goes_first(cfg: Any) -> None:
+        kernel.create_session = original  # type: ignore[method-assign]
+        kernel.delete_tunnel(cfg.tunnel_id)  # the kernel finishes its delete
+        original(cfg)
+
+    kernel.create_session = tunnel_goes_first  # type: ignore[method-assign]
+    kernel.writes.clear()
+    result = reconcile(kernel, seed_desired(), owned, sleep=lambda _: None)
+    assert result.converged, result.results
+    assert not result.failures
+    assert 3000 in kernel.tunnels and (3000, 1000) in kernel.sessions
+    assert "create_tunnel 3000" in kernel.writes
+
+
 def test_replacing_a_tunnel_waits_for_the_kernels_asynchronous_delete() -> None:
     """The deleted tunnel is still dumped for a while: it is ours going away, not foreign."""
     kernel, owned = FakeKernel(linger_dumps=3), Owned()

@@ -222,6 +222,15 @@ def _execute(kernel: KernelPort, a: Action) -> None:
 
 
 _CREATES = {Op.CREATE_TUNNEL, Op.CREATE_SESSION, Op.CREATE_BRIDGE, Op.CREATE_VLAN}
+# writes to, or under, an object the round's dump showed
+_BUILDS_ON = {
+    Op.CREATE_SESSION,
+    Op.MODIFY_SESSION,
+    Op.CREATE_VLAN,
+    Op.SET_LINK,
+    Op.SET_MASTER,
+    Op.ADD_ADDRESS,
+}
 
 
 def apply(
@@ -265,10 +274,18 @@ def apply(
                 action.tunnel_id,
                 action.session_id,
             ) in deleted
-            transient = exc.outcome is Outcome.BUSY or (
-                exc.outcome is Outcome.EXISTS
-                and action.op in (Op.CREATE_TUNNEL, Op.CREATE_SESSION)
-                and just_deleted
+            # What a write builds on (a session's tunnel, a link) can vanish between the round's
+            # dump and the write: deleted outside the agent and still being torn down when
+            # dumped. The next round's dump shows what is left, and plans from it.
+            vanished = exc.outcome is Outcome.NOT_FOUND and action.op in _BUILDS_ON
+            transient = (
+                exc.outcome is Outcome.BUSY
+                or vanished
+                or (
+                    exc.outcome is Outcome.EXISTS
+                    and action.op in (Op.CREATE_TUNNEL, Op.CREATE_SESSION)
+                    and just_deleted
+                )
             )
             if transient:
                 retry.add(action.subject)
