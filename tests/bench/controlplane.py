@@ -70,6 +70,23 @@ def ready(obj: dict[str, Any]) -> bool:
     )
 
 
+def ready_among(api: ApiServer, wanted: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Those of the wanted (plural, name) objects that are Ready now.
+
+    Read in the server's loop, copying only the wanted objects: copying every object (the other
+    nodes' too) four times a second was ~18% of the guest's CPU while the agent was measured.
+    """
+
+    def collect() -> set[tuple[str, str]]:
+        return {
+            (res.plural, name)
+            for (res, _, name), obj in api.emulator.objects.items()
+            if (res.plural, name) in wanted and not obj.deleted and ready(obj.last.raw)
+        }
+
+    return api.call(collect)
+
+
 def wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -185,14 +202,16 @@ def control_plane(
                     api.create(obj)
                 created = time.perf_counter() - start
 
+                everyone = {(f"{o['kind'].lower()}s", o["metadata"]["name"]) for o in own}
+                pending = set(everyone)
+
                 def all_ready() -> bool:
-                    mine = [
-                        o
-                        for plural in ("l2tptunnels", "l2tpsessions")
-                        for o in api.objects(plural)
-                        if o["metadata"]["name"] in own_names
-                    ]
-                    return len(mine) == len(own) and all(ready(o) for o in mine)
+                    pending.difference_update(ready_among(api, pending))
+                    if pending:
+                        return False
+                    # all were seen Ready: are they all Ready at once?
+                    pending.update(everyone - ready_among(api, everyone))
+                    return not pending
 
                 wait(all_ready, timeout, f"{sessions} sessions and their tunnels Ready")
                 ready_seconds = time.perf_counter() - start
