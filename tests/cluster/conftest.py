@@ -8,6 +8,39 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "unit"))  # fakekernel
 
-from apiserver.fixtures import apiserver  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from typing import Any  # noqa: E402
 
-__all__ = ["apiserver"]
+import pytest  # noqa: E402
+from fakekernel import FakeKernel  # noqa: E402
+
+from apiserver.fixtures import apiserver  # noqa: E402
+from apiserver.server import ApiServer  # noqa: E402
+from kube_l2tp.agent.cluster import cluster_agent  # noqa: E402
+from kube_l2tp.agent.standalone import Agent, AgentConfig  # noqa: E402
+from kube_l2tp.agent.statestore import StateStore  # noqa: E402
+
+__all__ = ["agent", "agent_on", "apiserver"]
+
+
+@contextmanager
+def agent_on(node: str, tmp_path: Path, **config: Any) -> Iterator[tuple[Agent, FakeKernel]]:
+    """An in-cluster agent of ``node`` on the in-memory kernel, its watches stopped after."""
+    kernel = FakeKernel()
+    store = StateStore(tmp_path / "state")
+    settings = AgentConfig(node, Path(), tmp_path / "state", **config)
+    a = cluster_agent(settings, kernel, store)  # type: ignore[arg-type]
+    try:
+        yield a, kernel
+    finally:
+        for cache in (a.source.tunnels, a.source.sessions):  # type: ignore[attr-defined]
+            cache.stop()
+        store.close()
+
+
+@pytest.fixture
+def agent(apiserver: ApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
+    """The agent of node-a (after the emulator: the agent reads its kubeconfig)."""
+    with agent_on("node-a", tmp_path) as running:
+        yield running

@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from fakekernel import FakeKernel
 
@@ -61,18 +60,6 @@ def wait(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
     raise AssertionError("condition not met in time")
 
 
-@pytest.fixture
-def agent(apiserver: ApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
-    kernel = FakeKernel()
-    store = StateStore(tmp_path / "state")
-    config = AgentConfig("node-a", Path(), tmp_path / "state")
-    a = cluster_agent(config, kernel, store)  # type: ignore[arg-type]
-    yield a, kernel
-    for cache in (a.source.tunnels, a.source.sessions):  # type: ignore[attr-defined]
-        cache.stop()
-    store.close()
-
-
 def get(apiserver: ApiServer, plural: str, name: str) -> dict[str, Any] | None:
     return next((o for o in apiserver.objects(plural) if o["metadata"]["name"] == name), None)
 
@@ -80,6 +67,15 @@ def get(apiserver: ApiServer, plural: str, name: str) -> dict[str, Any] | None:
 def ready(obj: dict[str, Any] | None) -> str:
     conds = ((obj or {}).get("status") or {}).get("conditions") or []
     return next((c["status"] + "/" + c["reason"] for c in conds if c["type"] == "Ready"), "")
+
+
+def create_two_pairs(apiserver: ApiServer) -> None:
+    """Pairs a (tunnel 3000) and b (tunnel 3001) on node-a, apart in ports and interfaces."""
+    b_objects = objects_for("node-a", 3001, "b")
+    b_objects[0]["spec"]["udp"] = {"sourcePort": 5100, "destinationPort": 6100}
+    b_objects[1]["spec"]["interfaceName"] = "l2tpeth1"
+    for obj in objects_for("node-a", 3000, "a") + b_objects:
+        apiserver.create(obj)
 
 
 def test_programs_only_its_node_and_writes_status(
@@ -237,11 +233,7 @@ def test_an_invalid_edit_keeps_the_last_valid_version_running(
 ) -> None:
     """No webhook in the way (or a conflict that only the node sees): nothing is torn down."""
     a, kernel = agent
-    b_objects = objects_for("node-a", 3001, "b")
-    b_objects[0]["spec"]["udp"] = {"sourcePort": 5100, "destinationPort": 6100}
-    b_objects[1]["spec"]["interfaceName"] = "l2tpeth1"
-    for obj in objects_for("node-a", 3000, "a") + b_objects:
-        apiserver.create(obj)
+    create_two_pairs(apiserver)
     wait(lambda: synced(a, tunnels=2, sessions=2))
     assert a.reconcile_once().converged
     path = apiserver.path_for("kubel2tp.io/v1alpha1", "L2TPTunnel") + "/b-t"

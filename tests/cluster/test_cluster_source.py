@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from fakekernel import FakeKernel
-from test_cluster_agent import get, objects_for, ready, synced, wait
+from test_cluster_agent import create_two_pairs, get, ready, synced, wait
 
 from apiserver.server import ApiServer
-from kube_l2tp.agent.cluster import cluster_agent
-from kube_l2tp.agent.standalone import Agent, AgentConfig
-from kube_l2tp.agent.statestore import StateStore
+from kube_l2tp.agent.standalone import Agent
 from kube_l2tp.api import validation
 from kube_l2tp.api.manifests import Document
-
-
-@pytest.fixture
-def agent(apiserver: ApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
-    kernel = FakeKernel()
-    store = StateStore(tmp_path / "state")
-    a = cluster_agent(AgentConfig("node-a", Path(), tmp_path / "state"), kernel, store)  # type: ignore[arg-type]
-    yield a, kernel
-    for cache in (a.source.tunnels, a.source.sessions):  # type: ignore[attr-defined]
-        cache.stop()
-    store.close()
 
 
 def test_only_changed_objects_are_validated_again(
@@ -40,11 +24,7 @@ def test_only_changed_objects_are_validated_again(
         return check(doc)
 
     monkeypatch.setattr(validation, "check_document", counting)
-    b_objects = objects_for("node-a", 3001, "b")
-    b_objects[0]["spec"]["udp"] = {"sourcePort": 5100, "destinationPort": 6100}
-    b_objects[1]["spec"]["interfaceName"] = "l2tpeth1"
-    for obj in objects_for("node-a", 3000, "a") + b_objects:
-        apiserver.create(obj)
+    create_two_pairs(apiserver)
     wait(lambda: synced(a, tunnels=2, sessions=2))
     assert a.reconcile_once().converged
     assert sorted(checked) == [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,20 +9,8 @@ from fakekernel import FakeKernel
 from test_cluster_agent import objects_for, synced, wait
 
 from apiserver.server import ApiServer
-from kube_l2tp.agent.cluster import StatusWriter, cluster_agent
-from kube_l2tp.agent.standalone import Agent, AgentConfig
-from kube_l2tp.agent.statestore import StateStore
-
-
-@pytest.fixture
-def agent(apiserver: ApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
-    kernel = FakeKernel()
-    store = StateStore(tmp_path / "state")
-    a = cluster_agent(AgentConfig("node-a", Path(), tmp_path / "state"), kernel, store)  # type: ignore[arg-type]
-    yield a, kernel
-    for cache in (a.source.tunnels, a.source.sessions):  # type: ignore[attr-defined]
-        cache.stop()
-    store.close()
+from kube_l2tp.agent.cluster import StatusWriter
+from kube_l2tp.agent.standalone import Agent
 
 
 def test_neither_the_data_plane_nor_the_status_moves(

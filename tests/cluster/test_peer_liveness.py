@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import agent_on
 from fakekernel import FakeKernel
 from test_cluster_agent import get, objects_for, programmed, synced, wait
 
@@ -16,7 +17,6 @@ from apiserver.server import ApiServer
 from apiserver.test_kubectl import Kubectl, kubectl_bin
 from kube_l2tp.agent.cluster import StatusWriter, cluster_agent
 from kube_l2tp.agent.standalone import Agent, AgentConfig
-from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.core.state import Stats
 from kube_l2tp.k8s import conditions
 
@@ -28,14 +28,8 @@ __all__ = ["kubectl_bin"]  # a fixture
 
 @pytest.fixture
 def agent(apiserver: ApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
-    kernel = FakeKernel()
-    store = StateStore(tmp_path / "state")
-    config = AgentConfig("node-a", Path(), tmp_path / "state", peer_silence_window=WINDOW)
-    a = cluster_agent(config, kernel, store)  # type: ignore[arg-type]
-    yield a, kernel
-    for cache in (a.source.tunnels, a.source.sessions):  # type: ignore[attr-defined]
-        cache.stop()
-    store.close()
+    with agent_on("node-a", tmp_path, peer_silence_window=WINDOW) as running:
+        yield running
 
 
 @pytest.fixture
