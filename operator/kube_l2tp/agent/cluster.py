@@ -175,10 +175,12 @@ class StatusWriter:
 
     def _write_all(self, result: Result) -> None:
         self._verdicts = self.verdicts()  # once per pass: it is built for all sessions
+        deleting = self.source.deleting
+        declared = _declared(self.source.resources) if deleting else (set(), set())
         for subject, obj in self.source.raw.items():
             kind = subject.split("/", 1)[0]
-            if subject in self.source.deleting:
-                if self._kernel_clean(kind, obj):
+            if subject in deleting:
+                if self._kernel_clean(kind, obj, declared):
                     self.writer.remove_finalizer(kind, obj)
                 continue
             r = self._result_for(subject, obj, result)
@@ -248,22 +250,33 @@ class StatusWriter:
             else None,
         )
 
-    def _kernel_clean(self, kind: str, obj: dict[str, Any]) -> bool:
+    def _kernel_clean(
+        self, kind: str, obj: dict[str, Any], declared: tuple[set[int], set[SessionIds]]
+    ) -> bool:
         """Whether nothing this object declared is left in this node's kernel.
 
-        A kernel object that a live object also declares is that object's, not this one's: a
-        refused duplicate (Conflict) must be deletable while the original keeps its tunnel.
+        A kernel object that a live object also declares (``declared``: the live objects' tunnel
+        ids and session keys) is that object's, not this one's: a refused duplicate (Conflict)
+        must be deletable while the original keeps its tunnel.
         """
         spec = obj.get("spec") or {}
-        live = self.source.resources
+        tunnel_ids, session_keys = declared
         if kind == crd.TUNNEL_KIND:
             tid = spec.get("tunnelID")
-            return tid not in self.owned.tunnels or any(t.tunnel_id == tid for t in live.tunnels)
+            return tid not in self.owned.tunnels or tid in tunnel_ids
         tunnel = self.source.raw.get(f"L2TPTunnel/{spec.get('tunnelRef', '')}")
         key = (((tunnel or {}).get("spec") or {}).get("tunnelID"), spec.get("sessionID"))
-        ids = {t.name: t.tunnel_id for t in live.tunnels}
-        declared = {(ids.get(s.tunnel_ref), s.session_id) for s in live.sessions}
-        return key not in self.owned.sessions or key in declared
+        return key not in self.owned.sessions or key in session_keys
+
+
+SessionIds = tuple[int | None, int]  # (tunnel id, session id)
+
+
+def _declared(live: Resources) -> tuple[set[int], set[SessionIds]]:
+    """The tunnel ids and session keys the live objects declare (once per status pass, not per
+    object being deleted: a mass delete would make that quadratic)."""
+    ids = {t.name: t.tunnel_id for t in live.tunnels}
+    return set(ids.values()), {(ids.get(s.tunnel_ref), s.session_id) for s in live.sessions}
 
 
 def cluster_agent(config: AgentConfig, kernel: Kernel, store: StateStore) -> Agent:
