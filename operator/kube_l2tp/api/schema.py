@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import importlib.machinery
 import importlib.util
-import json
 import re
 import sys
 from collections.abc import Iterator
@@ -78,20 +77,22 @@ def _join(path: str, key: str | int) -> str:
 
 
 def _validator_of(schema: Schema) -> jsonschema.Draft4Validator:
-    """The validator of ``schema``, remembered by identity (the CRDs' schemas are loaded once and
-    never changed) so a directory of 8000 objects does not serialize the schema 8000 times."""
-    cached = _BY_ID.get(id(schema))
+    """The validator of ``schema``, remembered by identity (the CRDs' schemas are built once and
+    never changed) so a directory of 8000 objects does not convert the schema 8000 times. The
+    schema is kept with it, so its id cannot be reused while it is cached."""
+    cached = _VALIDATORS.get(id(schema))
     if cached is None or cached[0] is not schema:
-        cached = _BY_ID[id(schema)] = (schema, _validator(json.dumps(schema, sort_keys=True)))
+        if len(_VALIDATORS) >= _VALIDATORS_KEPT:
+            _VALIDATORS.clear()
+        cached = _VALIDATORS[id(schema)] = (
+            schema,
+            jsonschema.Draft4Validator(_json_schema(schema)),
+        )
     return cached[1]
 
 
-_BY_ID: dict[int, tuple[Schema, jsonschema.Draft4Validator]] = {}
-
-
-@lru_cache(maxsize=8)
-def _validator(schema_json: str) -> jsonschema.Draft4Validator:
-    return jsonschema.Draft4Validator(_json_schema(json.loads(schema_json)))
+_VALIDATORS: dict[int, tuple[Schema, jsonschema.Draft4Validator]] = {}
+_VALIDATORS_KEPT = 8
 
 
 def _json_schema(schema: Schema, top: bool = True) -> Schema:
@@ -216,17 +217,21 @@ def _scalar(value: Any) -> bool:
     return value is _MISSING or isinstance(value, str | int | float | bool) or value is None
 
 
-@lru_cache(maxsize=4096)
-def _execute(text: str, _kind: str, value: Any, _old_kind: str, old: Any) -> Any:
-    """A rule's verdict on scalar values, remembered: the rules on addresses and names are
-    regular expressions (~0.1 ms each natively), and a directory's objects repeat the same
-    addresses thousands of times. A pure function of its arguments, so caching is exact;
-    errors are not cached. The types are part of the key: 1, 1.0 and True are equal in Python
-    but not in CEL."""
+def _execute(text: str, value: Any, old: Any) -> Any:
+    """A rule's verdict with ``self`` bound to ``value`` (and ``oldSelf`` to ``old`` if given)."""
     context: dict[str, Any] = {"self": value}
     if old is not _MISSING:
         context["oldSelf"] = old
     return _program(text).execute(context)
+
+
+@lru_cache(maxsize=4096)
+def _remembered(text: str, _kind: str, value: Any, _old_kind: str, old: Any) -> Any:
+    """_execute on scalar values, remembered: the rules on addresses and names are regular
+    expressions (~0.1 ms each natively), and a directory's objects repeat the same addresses
+    thousands of times. A pure function of its arguments, so caching is exact; errors are not
+    cached. The types are part of the key: 1, 1.0 and True are equal in Python but not in CEL."""
+    return _execute(text, value, old)
 
 
 def _node_rules(schema: Schema, value: Any, old: Any, path: str) -> Iterator[Violation]:
@@ -235,15 +240,12 @@ def _node_rules(schema: Schema, value: Any, old: Any, path: str) -> Iterator[Vio
         transition = "oldSelf" in text
         if transition and old is _MISSING:
             continue  # transition rules run on update only, where both values exist
-        context: dict[str, Any] = {"self": value}
-        if transition:
-            context["oldSelf"] = old
+        sub_old = old if transition else _MISSING
         try:
-            sub_old = old if transition else _MISSING
             if _scalar(value) and _scalar(sub_old):
-                ok = _execute(text, type(value).__name__, value, type(sub_old).__name__, sub_old)
+                ok = _remembered(text, type(value).__name__, value, type(sub_old).__name__, sub_old)
             else:
-                ok = _program(text).execute(context)
+                ok = _execute(text, value, sub_old)
         except Exception as exc:  # a rule that errors rejects the object, as in Kubernetes
             yield Violation(path, f"{rule['message']} (rule error: {exc})")
             continue
