@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
 from agentproc import Drift, Memory, drift, memory, profile
 from controlplane import ControlPlane, control_plane
-from helpers import in_netns
+from helpers import in_netns, ip_batch
 from prometheus_client import CollectorRegistry
 from workload import NODE, l2tp_links, namespace, resources
 
@@ -53,7 +53,7 @@ from kube_l2tp.metrics.kernel import KernelMetrics, Names
 from kube_l2tp.netlink.kernel import Kernel
 from kube_l2tp.netlink.l2tp import L2tp
 
-__all__ = ["NODE", "batch", "ip_commands", "namespace", "resources"]  # tests/bench/scrape.py
+__all__ = ["NODE", "ip_commands", "namespace", "resources"]  # tests/bench/scrape.py
 
 PARTS = ("kernel", "memory", "drift", "control")
 SIZES = (100, 1000, 4000)
@@ -61,7 +61,7 @@ REPEAT = 2  # cold programming runs of each way, alternating; the best counts
 LOOP_UP_TO = 100  # the shell loop: one `ip` process per command
 MEMORY_TARGET = 80 * 10**6  # the bound on the agent's resident set at 4000 sessions
 MEMORY_TARGET_AT = 4000
-PROFILE_AT = 1000  # memprofile's N: tracemalloc slows the pure-Python YAML parser 5x
+PROFILE_AT = 1000  # memprofile's N under tracemalloc, which slows the agent several times
 SCRAPE_BOUND = 2  # the bound: a scrape takes at most 2x `ip -s l2tp show session`
 CONTROL_NODES = 1000
 CONTROL_SESSIONS = 1000
@@ -88,12 +88,6 @@ def timed(fn: Callable[[], object]) -> float:
 
 def best(fn: Callable[[], object], repeat: int) -> float:
     return min(timed(fn) for _ in range(repeat))
-
-
-def batch(ns: str, commands: list[str]) -> None:
-    subprocess.run(
-        ["ip", "-n", ns, "-batch", "-"], input="\n".join(commands) + "\n", text=True, check=True
-    )
 
 
 def scrape(ns: str, n: int, desired: Desired, repeat: int = 3) -> dict[str, float]:
@@ -188,10 +182,10 @@ def bench_kernel(n: int, loop: bool, repeat: int = REPEAT) -> dict[str, float]:
                     _, out["agent_remove"] = until_converged(f"removal, N={n}", kernel, none, owned)
                     out["agent_gone"] = out["agent_remove"] + until_gone(ns)
         with namespace() as ns:
-            batch_runs.append(timed(partial(batch, ns, commands)))
+            batch_runs.append(timed(partial(ip_batch, ns, commands)))
             if rep == 0:
                 deletes = [f"l2tp del tunnel tunnel_id {t.tunnel_id}" for t in res.tunnels]
-                out["batch_remove"] = timed(partial(batch, ns, deletes))
+                out["batch_remove"] = timed(partial(ip_batch, ns, deletes))
                 out["batch_gone"] = out["batch_remove"] + until_gone(ns)
     out["agent"], out["batch"] = min(agent_runs), min(batch_runs)
     out |= {f"agent_{i}": t for i, t in enumerate(agent_runs)}

@@ -12,7 +12,7 @@ what the agent would have made), then times, best of REPEAT, in that namespace:
 - first: the first such render (the label cache is empty);
 - its parts: the two dumps (kernel and recv), decoding the counters, writing the kernel text;
 - reference: metrics.kernel.KernelCollector through prometheus_client's generate_latest, on
-  L2tp.dump_tunnels/dump_sessions (what served before, and what tests/bench/bench.py times);
+  L2tp.dump_tunnels/dump_sessions (what served before KernelMetrics);
 - ip: `ip -s l2tp show session` in the same namespace.
 
 Also the peak Python memory of one served render (tracemalloc) and the text's size; the body is
@@ -38,9 +38,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
-from helpers import in_netns
+from helpers import in_netns, ip_batch
 
-from bench import NODE, batch, ip_commands, namespace, resources
+from bench import NODE, ip_commands, namespace, resources
 from kube_l2tp.agent.serve import Metrics
 from kube_l2tp.core.desired import desired_state
 from kube_l2tp.metrics.agent import AgentMetrics
@@ -70,7 +70,7 @@ def bench_scrape(n: int, profile: bool = False) -> dict[str, float]:
     names = Names.of(desired_state(res, NODE))
     out: dict[str, float] = {}
     with namespace() as ns:
-        batch(ns, ip_commands(res))
+        ip_batch(ns, ip_commands(res))
         with in_netns(ns), L2tp() as l2tp:
             registry = CollectorRegistry()
             AgentMetrics(registry, NODE)
