@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo need: QEMU (software emulation), Debian's
 # kernel (it has L2TP; the host kernel may not), iproute2 and ping for the guest, and prometheus
-# (promtool for the rules' tests; the server for the scrape test in the guest).
+# (promtool for the rules' tests; the server for the scrape test in the guest). Then Debian 13's
+# kernel for the kernel suite's second kernel (scripts/kernels.sh: a pinned package file fetched
+# with a private apt configuration and cached under ~/.cache/kube-l2tp/kernels; never installed).
 # Idempotent and quiet when everything is already present.
 set -euo pipefail
 need=()
@@ -18,3 +20,4 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+bash "$(dirname "${BASH_SOURCE[0]}")/kernels.sh" fetch

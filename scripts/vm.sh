@@ -15,7 +15,8 @@
 #   VM_TIMEOUT   seconds before the VM is killed (default 3600)
 #   VM_MEMORY    guest memory (default 2G)       VM_CPUS   guest vCPUs (default 2)
 #   VM_VERBOSE   1: show the guest kernel's console (boot messages) on stderr
-#   VM_KERNEL    a kernel image instead of the newest /boot/vmlinuz-*-amd64 (modules must exist)
+#   KERNEL       6.1 (Debian 12's) or 6.12 (Debian 13's, fetched and cached by scripts/kernels.sh)
+#   VM_KERNEL    a kernel image instead (modules must exist); default: the newest /boot/vmlinuz-*-amd64
 #   PYTEST_ARGS, ARGS, CI   passed into the guest's environment unchanged
 #
 # Exit codes: the script's own, or 125 when the VM could not be started, did not boot, or died
@@ -37,6 +38,9 @@ shift
 [[ -f $script ]] || die "no such script: $script (paths are relative to $root)"
 [[ $(realpath "$script") == "$root"/* ]] || die "$script is outside the repository"
 
+if [[ -n ${KERNEL:-} && -z ${VM_KERNEL:-} ]]; then
+  VM_KERNEL=$(bash scripts/kernels.sh path "$KERNEL") || die "kernel $KERNEL is not available (above)"
+fi
 kernel=${VM_KERNEL:-$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -1 || true)}
 [[ -n $kernel ]] || die "no kernel /boot/vmlinuz-*-amd64 (install linux-image-amd64: make deps)"
 [[ -r $kernel ]] || die "kernel $kernel does not exist or is not readable"
