@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kube_l2tp.api import manifests, validation
+from kube_l2tp.api.model import Resources
 from kube_l2tp.core import render as render_mod
+
+
+def profiles_names() -> list[str]:
+    from kube_l2tp.core.profiles import PROFILES  # noqa: PLC0415
+
+    return list(PROFILES)
 
 
 def _load(files: Sequence[Path]) -> validation.Report:
@@ -52,11 +59,40 @@ def cmd_render(args: argparse.Namespace) -> int:
             print(problem.render(), file=sys.stderr)
         print("not rendering: fix the errors above (kube-l2tp validate)", file=sys.stderr)
         return 1
+    if args.profile is not None:
+        return _render_far_end(args, report.resources)
     text = render_mod.render(report.resources, node=args.node, peer=args.peer)
     if not text:
         print(f"nothing for node {args.node!r}", file=sys.stderr)
         return 1
     sys.stdout.write(text)
+    return 0
+
+
+def _render_far_end(args: argparse.Namespace, resources: Resources) -> int:
+    """--peer --profile: the far end's configuration, or why the profile cannot express it."""
+    from kube_l2tp.core import profiles  # noqa: PLC0415
+
+    if not args.peer:
+        print("--profile describes the far end: add --peer", file=sys.stderr)
+        return 2
+    opts = dict(o.partition("=")[::2] for o in args.peer_option)
+    result = profiles.render_far_end(resources, args.profile, node=args.node, options=opts)
+    if isinstance(result, profiles.Refused):
+        for refusal in result.refusals:
+            print(refusal.render(), file=sys.stderr)
+        print(f"not rendered: the {args.profile} profile cannot express the above", file=sys.stderr)
+        return 1
+    for out in result.outputs:
+        if out.path is not None and args.out is not None:
+            target = args.out / out.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(out.text)
+            print(f"wrote {target}", file=sys.stderr)
+        else:
+            sys.stdout.write(f"# file: {out.path}\n{out.text}\n" if out.path else out.text)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -219,6 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--peer", action="store_true", help="the mirrored commands for the far end of each tunnel"
     )
+    p.add_argument(
+        "--profile",
+        choices=sorted(profiles_names()),
+        help="with --peer: the far end's configuration in its own language (linux: ip commands)",
+    )
+    p.add_argument(
+        "--peer-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the far end no manifest holds (e.g. networkd underlay-network=STEM)",
+    )
+    p.add_argument("--out", type=Path, help="with --profile networkd: write the files under DIR")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("agent", help="program this node's tunnels and sessions and keep them")

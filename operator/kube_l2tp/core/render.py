@@ -20,8 +20,10 @@ def mirror_tunnel(t: Tunnel) -> Tunnel:
             source_port=udp.destination_port,
             destination_port=udp.source_port,
             checksum=udp.checksum,
-            ipv6_checksum_tx=udp.ipv6_checksum_tx,
-            ipv6_checksum_rx=udp.ipv6_checksum_rx,
+            # What one end sends, the other receives: an end that sends zero checksums needs a
+            # peer that accepts them (the kernel drops them otherwise), and the reverse.
+            ipv6_checksum_tx=udp.ipv6_checksum_rx,
+            ipv6_checksum_rx=udp.ipv6_checksum_tx,
         )
     return replace(
         t,
