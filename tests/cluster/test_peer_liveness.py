@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import agent_on
 from fakekernel import FakeKernel
 from test_cluster_agent import get, objects_for, programmed, synced, wait
 
 from apiserver.server import ApiServer
 from apiserver.test_kubectl import Kubectl, kubectl_bin
+from conftest import agent_on
 from kube_l2tp.agent.cluster import StatusWriter, cluster_agent
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.core.state import Stats
