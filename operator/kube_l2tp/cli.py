@@ -159,7 +159,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         if args.once:
             result = agent.reconcile_once()
             print_results(result, sys.stdout)
-            return 0 if result.converged else 1
+            unread = agent.snapshot.unreadable if agent.snapshot is not None else []
+            for problem in unread:
+                print(f"not read: {problem.render()}", file=sys.stdout)
+            return 0 if result.converged and not unread else 1
         install_signal_handlers(agent)
         agent.run()
         return 0
@@ -177,7 +180,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     resources = None
     if args.manifests:
-        report = _load([_manifest_dir(args.manifests)])
+        try:
+            report = _load([_manifest_dir(args.manifests)])
+        except manifests.ManifestError as exc:
+            print(f"kube-l2tp status: --manifests {exc}", file=sys.stderr)
+            return 1
+        for problem in report.errors:  # names only: the kernel's state is shown regardless
+            print(f"kube-l2tp status: {problem.render()}", file=sys.stderr)
         resources = report.resources.for_node(args.node) if args.node else report.resources
     owned = statestore.peek(args.state_dir)
     try:

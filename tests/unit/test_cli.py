@@ -14,7 +14,7 @@ BAD = """\
 apiVersion: kubel2tp.io/v1alpha1
 kind: L2TPTunnel
 metadata: {name: t1}
-spec: {nodeName: n, tunnelID: 1, peerTunnelID: 2, local: 192.0.2.1, remote: "2001:db8::1",
+spec: {nodeName: node-a, tunnelID: 1, peerTunnelID: 2, local: 192.0.2.1, remote: "2001:db8::1",
        udp: {sourcePort: 70000, destinationPort: 6000}}
 ---
 apiVersion: kubel2tp.io/v1alpha1
@@ -53,7 +53,7 @@ def test_validate_unreadable_input(tmp_path: Path, capsys: pytest.CaptureFixture
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: [unclosed\n")
     assert main(["validate", "-f", str(broken)]) == 1
-    assert "not valid YAML/JSON" in capsys.readouterr().err
+    assert f"{broken}: not valid YAML: " in capsys.readouterr().out
 
 
 def test_render_node_filter_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,19 +26,25 @@ def test_documents_are_named_by_their_place_in_the_file(text: str, sources: list
     assert [d.source for d in manifests.parse(text, "f.yaml")] == sources
 
 
-def test_iterate_yields_before_the_file_ends_and_fails_where_it_breaks(tmp_path: Path) -> None:
-    """Documents before a broken one are yielded; the error names the file and comes before
-    the reader would go on (so nothing after it is taken as the directory's content)."""
+def test_iterate_yields_before_the_file_ends_and_names_where_it_breaks(tmp_path: Path) -> None:
+    """Documents before a broken one are yielded; the broken one is a Document with its error
+    (file, document and line), and the next file is still read."""
     (tmp_path / "a.yaml").write_text(ONE + "---\n" + ONE + "---\nkind: [unclosed\n")
-    docs = manifests.iterate([tmp_path])
-    assert next(docs).source.endswith("a.yaml#1")
-    with pytest.raises(manifests.ManifestError, match=r"a\.yaml: not valid YAML"):
-        list(docs)
+    (tmp_path / "b.yaml").write_text(ONE)
+    docs = list(manifests.iterate([tmp_path]))
+    assert [(Path(d.source).name, bool(d.error)) for d in docs] == [
+        ("a.yaml#1", False),
+        ("a.yaml#2", False),
+        ("a.yaml#3", True),
+        ("b.yaml", False),
+    ]
+    assert docs[2].error.startswith("not valid YAML: ")
+    assert "at line 8 column 1" in docs[2].error  # where libyaml noticed: the end
 
 
 def test_a_directory_broken_half_way_keeps_what_the_agent_had(tmp_path: Path) -> None:
-    """The agent's source reads a document at a time; a file that breaks after valid documents
-    must not leave those as the whole desired state (the rest would read as deleted)."""
+    """A file that breaks after valid documents must not leave those as the whole desired
+    state (the rest would read as deleted): what it declared before stays, reported stale."""
     from kube_l2tp.agent.source import ManifestSource
 
     seed = Path(__file__).resolve().parents[2] / "examples/seed/site-a.yaml"
@@ -47,8 +53,22 @@ def test_a_directory_broken_half_way_keeps_what_the_agent_had(tmp_path: Path) ->
     source = ManifestSource(tmp_path)
     before = source.load()
     assert before.resources.tunnels and before.resources.sessions
-    (tmp_path / "site-a.yaml").write_text(good + "\n---\nkind: [unclosed\n")
+    (tmp_path / "site-a.yaml").write_text("kind: [unclosed\n" + good)
     after = source.load()
-    assert after.resources == before.resources
-    assert [p.kind for p in after.problems] == ["Directory"]
-    assert "not valid YAML" in after.problems[0].message
+    assert set(after.resources.tunnels) == set(before.resources.tunnels)
+    assert set(after.resources.sessions) == set(before.resources.sessions)
+    assert after.stale == {"L2TPTunnel/site-a", "L2TPSession/site-a-1"}
+    [problem] = after.unreadable
+    assert problem.render().startswith(f"{tmp_path / 'site-a.yaml'}: not valid YAML: ")
+
+
+def test_a_bad_file_on_a_fresh_start_does_not_block_the_good_ones(tmp_path: Path) -> None:
+    from kube_l2tp.agent.source import ManifestSource
+
+    seed = Path(__file__).resolve().parents[2] / "examples/seed/site-a.yaml"
+    (tmp_path / "a.yaml").write_text(seed.read_text())
+    (tmp_path / "b.yaml").write_text("kind: [unclosed\n")
+    (tmp_path / "c.yaml").write_bytes(b"\xff\xfe")
+    snapshot = ManifestSource(tmp_path).load()
+    assert [t.name for t in snapshot.resources.tunnels] == ["site-a"]
+    assert [Path(p.source).name for p in snapshot.unreadable] == ["b.yaml", "c.yaml"]

@@ -23,6 +23,11 @@ class Snapshot:
     problems: list[Problem] = field(default_factory=list)
     stale: set[str] = field(default_factory=set)  # "Kind/name" kept from a last valid version
 
+    @property
+    def unreadable(self) -> list[Problem]:
+        """Files or documents that could not be read or parsed (not objects that are invalid)."""
+        return [p for p in self.problems if p.severity is Severity.ERROR and not p.name]
+
 
 class Source(Protocol):
     """Where desired objects come from: a directory, or the API server."""
@@ -60,13 +65,17 @@ class LastGood:
         checked as it comes (a generator's bodies are dropped as they are checked)."""
         return self.select_checked(validation.check_document(doc) for doc in docs)
 
-    def select_checked(self, items: Iterable[validation.Checked]) -> Snapshot:
-        """The same from documents already checked one by one (level 1), e.g. remembered."""
+    def select_checked(
+        self, items: Iterable[validation.Checked], unread: Iterable[str] = ()
+    ) -> Snapshot:
+        """The same from documents already checked one by one (level 1), e.g. remembered.
+        ``unread``: subjects declared where a file could not be read this time; they keep
+        their last valid version, as invalid ones do."""
         checked = list(items)
         ordered = sorted(checked, key=lambda c: c.subject not in self.kept)  # stable
         report = validation.combine(ordered)
         bad = {f"{p.kind}/{p.name}" for p in report.errors}
-        declared = {c.subject for c in checked}
+        declared = {c.subject for c in checked} | set(unread)
         keep: dict[str, Tunnel | Session] = {}
         stale: set[str] = set()
         objects: list[Tunnel | Session] = [*report.resources.tunnels, *report.resources.sessions]
@@ -74,7 +83,7 @@ class LastGood:
             subject = f"{_kind(obj)}/{obj.name}"
             if subject not in bad:
                 keep[subject] = obj
-        for subject in bad - keep.keys():
+        for subject in (bad | declared) - keep.keys():
             if subject in self.kept and subject in declared:
                 keep[subject] = self.kept[subject]
                 stale.add(subject)
@@ -88,10 +97,15 @@ class LastGood:
 
 
 class ManifestSource:
+    """A directory of manifest files, read file by file: a file that cannot be read or parsed
+    is reported and keeps what it declared last (its objects stay programmed), and never
+    stops the other files' objects from being programmed."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._last_good = LastGood()
         self._last: Snapshot | None = None
+        self._declared: dict[Path, set[str]] = {}  # file -> subjects it declared when last read
 
     def ready(self) -> bool:
         return True
@@ -113,14 +127,26 @@ class ManifestSource:
     def load(self) -> Snapshot:
         try:
             empty = not any(self.directory.iterdir())
-            docs = iter(()) if empty else manifests.iterate([self.directory])
-            snapshot = self._last_good.select(docs)  # unchanged if reading fails half way
+            files = [] if empty else manifests.files_in([self.directory])
         except (OSError, manifests.ManifestError) as exc:
             problem = Problem(Severity.ERROR, "Directory", str(self.directory), "", str(exc))
             if self._last is None:
                 return Snapshot(Resources(), [problem])
             # Unreadable: keep everything as it was rather than remove it.
             return Snapshot(self._last.resources, [problem], set(self._last_good.kept))
+        checked: list[validation.Checked] = []
+        declared: dict[Path, set[str]] = {}
+        unread: set[str] = set()
+        for path in files:
+            mine = [validation.check_document(doc) for doc in manifests.read(path)]
+            subjects = {c.subject for c in mine if c.subject}
+            if any(c.subject == "" and c.problems for c in mine):  # a document not read
+                subjects |= self._declared.get(path, set())
+                unread |= subjects
+            declared[path] = subjects
+            checked += mine
+        self._declared = declared
+        snapshot = self._last_good.select_checked(checked, unread)
         self._last = snapshot
         return snapshot
 

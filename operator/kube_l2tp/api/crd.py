@@ -121,8 +121,8 @@ def ifname(description: str, field: str) -> Schema:
             "x-kubernetes-validations": [
                 cel(
                     f"{matches(patterns.IFNAME)} && self != '.' && self != '..'",
-                    f"{field} must be a Linux interface name: 1 to 15 characters, without"
-                    " '/', ':', '%' or white space, and not '.' or '..'",
+                    f"{field} must be a Linux interface name: 1 to 15 printable ASCII"
+                    " characters, without '/', ':', '%' or white space, and not '.' or '..'",
                 )
             ]
         },

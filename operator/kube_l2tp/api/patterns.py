@@ -40,7 +40,12 @@ UNSPECIFIED = r"^(0\.0\.0\.0|[0:]+)$"
 MULTICAST_OR_BROADCAST = r"^(22[4-9]\..*|23[0-9]\..*|255\.255\.255\.255|[fF][fF][0-9a-fA-F]{2}:.*)$"
 IPV6_LINK_LOCAL = r"^[fF][eE][89aAbB][0-9a-fA-F]:.*$"
 
-# Linux dev_valid_name(): 1..15 bytes (IFNAMSIZ 16 with NUL), no '/', ':', whitespace; not '.'
+# Linux dev_valid_name(): 1..15 bytes (IFNAMSIZ 16 with NUL), no '/', ':', NUL or white space as
+# the kernel's ctype table has it (which includes byte 0xA0, inside many UTF-8 letters); not '.'
 # or '..'. '%' is refused too: the kernel would expand '%d' and the name would not be ours.
-IFNAME = r"^[^/:%\s]{1,15}$"
+# Printable ASCII only, spelled as explicit ranges: characters are then bytes (so maxLength 15
+# and CEL size() count what the kernel counts), and RE2 (the API server) and Rust's regex (the
+# offline validator) cannot read the class differently, as they did `\s` (Rust's is Unicode's,
+# with U+00A0; RE2's is ASCII's).
+IFNAME = r"^[!-$&-.0-9;-~]{1,15}$"
 COOKIE = r"^([0-9a-fA-F]{8}|[0-9a-fA-F]{16})$"

@@ -24,8 +24,18 @@ class Problem:
     reason: str = "InvalidSpec"
 
     def render(self) -> str:
-        """One line: file: kind/name: field: message."""
-        where = f"{self.source}: " if self.source else ""
-        field = f"{self.path}: " if self.path else ""
+        """One line: file: kind/name: field: message (file: message for a whole document).
+        Parts are cut and line breaks escaped: a name or value can be anything a file holds."""
+        where = f"{_cut(self.source, 500)}: " if self.source else ""
+        field = f"{_cut(self.path, 200)}: " if self.path else ""
         tag = "" if self.severity is Severity.ERROR else "warning: "
-        return f"{where}{self.kind}/{self.name or '<unnamed>'}: {field}{tag}{self.message}"
+        name = _cut(self.name, 260) or "<unnamed>"
+        what = f"{_cut(self.kind, 70)}/{name}: " if self.kind else ""
+        return f"{where}{what}{field}{tag}{_cut(self.message, 1000)}"
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters."""
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text.replace("\n", "\\n").replace("\r", "\\r")

@@ -22,6 +22,7 @@ from typing import Any
 import jsonschema
 
 from kube_l2tp.api.crd import Schema
+from kube_l2tp.api.manifests import echo
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _MISSING: Any = object()
@@ -133,21 +134,23 @@ def _violation(error: jsonschema.ValidationError) -> Violation:
             )
         case "type":
             return Violation(
-                path, f"must be of type {error.validator_value}, got {_type_name(value)} {value!r}"
+                path,
+                f"must be of type {error.validator_value}, got {_type_name(value)} {echo(value)}",
             )
         case "enum":
             choices = ", ".join(str(c) for c in error.validator_value)
-            return Violation(path, f"must be one of: {choices}; got {value!r}")
+            return Violation(path, f"must be one of: {choices}; got {echo(value)}")
         case "minimum" | "maximum":
             low, high = rule.get("minimum"), rule.get("maximum")
-            return Violation(path, f"must be between {low} and {high}; got {value}")
+            return Violation(path, f"must be between {low} and {high}; got {echo(value)}")
         case "maxLength":
             return Violation(path, f"must be at most {error.validator_value} characters long")
         case "minLength":
             return Violation(path, "must not be empty")
         case "maxItems":
             return Violation(path, f"must have at most {error.validator_value} items")
-    return Violation(path, error.message)
+    message = error.message  # jsonschema's, which quotes the value back whole
+    return Violation(path, message if len(message) <= 200 else message[:197] + "...")
 
 
 def _type_name(value: Any) -> str:
@@ -255,18 +258,105 @@ def _node_rules(schema: Schema, value: Any, old: Any, path: str) -> Iterator[Vio
             yield Violation(where, rule["message"])
 
 
+_QUALIFIED = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_META_FIELDS = {
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
+    "annotations", "ownerReferences", "finalizers", "managedFields",
+}  # fmt: skip
+ANNOTATIONS_BYTES = 256 * 1024  # the API server's TotalAnnotationSizeLimitB
+
+
+def _subdomain(text: str) -> bool:
+    return len(text) <= 253 and _NAME.fullmatch(text) is not None
+
+
+def qualified_name(key: str) -> str:
+    """Why ``key`` is not a Kubernetes qualified name (label and annotation keys), or ""."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not _subdomain(prefix):
+        return "its prefix (before '/') must be a DNS subdomain (lower case)"
+    if not name or len(name) > 63 or not _QUALIFIED.fullmatch(name):
+        return (
+            "must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or"
+            " digit, with an optional DNS subdomain prefix and '/'"
+        )
+    return ""
+
+
 def validate_metadata(obj: dict[str, Any]) -> list[Violation]:
-    """The API server's checks on metadata.name of a cluster-scoped object."""
+    """The API server's checks on the metadata of a cluster-scoped object (ObjectMeta)."""
     meta = obj.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
+    if meta is not None and not isinstance(meta, dict):
+        return [Violation("metadata", f"must be an object, got {_type_name(meta)}")]
+    meta = meta or {}
+    out: list[Violation] = []
+    name = meta.get("name")
     if not isinstance(name, str) or not name:
-        return [Violation("metadata.name", "required field is missing: give the object a name")]
-    if len(name) > 253 or not _NAME.match(name):
-        return [
+        out.append(Violation("metadata.name", "required field is missing: give the object a name"))
+    elif not _subdomain(name):
+        out.append(
             Violation(
                 "metadata.name",
                 "must be a DNS subdomain: lower-case letters, digits, '-' and '.', starting"
                 " and ending with a letter or digit, at most 253 characters",
             )
-        ]
-    return []
+        )
+    for key in meta:
+        if key not in _META_FIELDS:
+            out.append(Violation(f"metadata.{key}", "unknown field: remove it"))
+    for field in ("labels", "annotations"):
+        out += _string_map(meta.get(field), f"metadata.{field}", labels=field == "labels")
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict):
+        size = sum(
+            len(k.encode()) + len(v.encode())
+            for k, v in annotations.items()
+            if isinstance(k, str) and isinstance(v, str)
+        )
+        if size > ANNOTATIONS_BYTES:
+            out.append(
+                Violation(
+                    "metadata.annotations",
+                    f"{size} bytes in total: the API server allows {ANNOTATIONS_BYTES}",
+                )
+            )
+    finalizers = meta.get("finalizers")
+    if finalizers is not None:
+        if not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers):
+            out.append(Violation("metadata.finalizers", "must be a list of strings"))
+        else:
+            for i, fin in enumerate(finalizers):
+                if qualified_name(fin):
+                    out.append(Violation(f"metadata.finalizers[{i}]", qualified_name(fin)))
+    generation = meta.get("generation")
+    if generation is not None and (type(generation) is not int or generation < 0):
+        out.append(Violation("metadata.generation", "must be a non-negative integer"))
+    return out
+
+
+def _string_map(value: Any, path: str, *, labels: bool) -> list[Violation]:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [Violation(path, f"must be a map of strings, got {_type_name(value)}")]
+    out: list[Violation] = []
+    for key, item in value.items():
+        where = f"{path}[{echo(key)}]"
+        if not isinstance(key, str) or qualified_name(key):
+            out.append(Violation(where, f"invalid key: {qualified_name(str(key))}"))
+        if not isinstance(item, str):
+            out.append(
+                Violation(where, f"must be a string, got {_type_name(item)} {echo(item)}: quote it")
+            )
+        elif labels and item and (len(item) > 63 or not _QUALIFIED.fullmatch(item)):
+            out.append(
+                Violation(
+                    where,
+                    "a label value must be empty, or 1-63 letters, digits, '-', '_' or '.',"
+                    " starting and ending with a letter or digit",
+                )
+            )
+        if len(out) >= 8:
+            break  # the first few say enough
+    return out

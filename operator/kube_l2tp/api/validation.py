@@ -11,14 +11,15 @@ The operator's admission webhook runs the same functions against the objects in 
 
 from __future__ import annotations
 
+import difflib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from kube_l2tp.api import crd, schema
-from kube_l2tp.api.manifests import Document
+from kube_l2tp.api import crd, manifests, schema
+from kube_l2tp.api.manifests import Document, echo
 from kube_l2tp.api.model import Resources, Session, Tunnel
 from kube_l2tp.api.problems import Problem, Severity
 
@@ -53,24 +54,32 @@ def check_object(
 ) -> tuple[list[Problem], Tunnel | Session | None]:
     """Level 1 for one object: problems, and the typed object when it is valid."""
     if not isinstance(body, dict):
-        return [Problem(ERROR, "?", "", "", "not a Kubernetes object (a mapping)", source)], None
-    kind = str(body.get("kind", ""))
+        what = f"not a Kubernetes object (a mapping): got {echo(body)}"
+        return [Problem(ERROR, "", "", "", what, source)], None
+    shape = manifests.shape_problem(body)
+    if shape:
+        return [Problem(ERROR, "", "", "", shape, source)], None
+    kind = body.get("kind")
     meta = body.get("metadata")
-    name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
+    name = meta.get("name", "") if isinstance(meta, dict) else ""
+    name = name if isinstance(name, str) else echo(name)
     api_version = body.get("apiVersion")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or not kind:
+        why = "kind is missing" if kind is None else f"kind must be a string, got {echo(kind)}"
         return [
-            Problem(
-                WARNING,
-                kind or "?",
-                name,
-                "kind",
-                "not an L2TPTunnel or L2TPSession: ignored",
-                source,
-            )
+            Problem(ERROR, "?", name, "kind", f"{why}: set L2TPTunnel or L2TPSession", source)
         ], None
+    if kind not in _KINDS:
+        ours = isinstance(api_version, str) and api_version.split("/")[0] == crd.GROUP
+        if not ours:
+            message = "not an L2TPTunnel or L2TPSession: ignored"
+            return [Problem(WARNING, kind, name, "kind", message, source)], None
+        close = difflib.get_close_matches(kind, list(_KINDS), n=1)
+        hint = f": did you mean {close[0]}?" if close else ""
+        message = f"no kind {echo(kind)} in {crd.GROUP}; its kinds are {', '.join(_KINDS)}{hint}"
+        return [Problem(ERROR, kind, name, "kind", message, source)], None
     if api_version != crd.API_VERSION:
-        message = f"must be {crd.API_VERSION}; got {api_version!r}"
+        message = f"must be {crd.API_VERSION}; got {echo(api_version)}"
         return [Problem(ERROR, kind, name, "apiVersion", message, source)], None
     schema_ = openapi_schema(kind)
     obj = schema.default(schema_, body)
@@ -96,6 +105,8 @@ class Checked:
 
 
 def check_document(doc: Document) -> Checked:
+    if doc.error:
+        return Checked("", doc.source, [Problem(ERROR, "", "", "", doc.error, doc.source)], None)
     found, obj = check_object(doc.body, doc.source)
     return Checked(subject(doc.body), doc.source, found, obj)
 
