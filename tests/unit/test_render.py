@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -27,8 +29,15 @@ def seed(example: str, site: str) -> list[str]:
         if ex == example and where == site and not command.startswith("ping"):
             for old, new in SUBST.items():
                 command = command.replace(old, new)
-            lines.append(command)
+            lines.append(with_dev(command))
     return lines
+
+
+def with_dev(command: str) -> str:
+    """The seed's command as render spells it: `dev`/`name` before every interface name, so a
+    name can never read as a keyword; the same command to ip."""
+    command = re.sub(r"^ip link set (?!dev )", "ip link set dev ", command)
+    return re.sub(r"^ip link add (?!name |link )", "ip link add name ", command)
 
 
 def rendered(path: str, *, peer: bool = False) -> list[str]:
@@ -62,7 +71,7 @@ def test_vlan_example_adds_the_vlan_the_seed_assumes(peer: bool) -> None:
     assert lines[0] == expected[0]
     assert lines[1:3] == [
         "ip link add link l2tpeth0 name l2tpeth0.5 type vlan id 5",
-        "ip link set l2tpeth0.5 up",
+        "ip link set dev l2tpeth0.5 up",
     ]
     assert lines[3:] == expected[1:]
 
@@ -77,3 +86,64 @@ def test_peer_swaps_cookies_ports_seq_and_keeps_options() -> None:
         "ip l2tp add session name l2tp-dc1 tunnel_id 20 session_id 200 peer_session_id 100"
         " cookie 0badc0de00c0ffee peer_cookie 014d3636deadbeef seq both"
     )
+
+
+HOSTILE = {
+    "session": "$(reboot)",
+    "vlan": "mtu",
+    "bridge": "a;b&c|d",
+    "port": "`id`>y",
+    "vlanbr": "o'q\"#z",
+}
+
+
+def test_names_are_one_shell_word_after_their_keyword() -> None:
+    """Every name valid to the kernel is one argument to ip, after dev/name/master/link, in
+    a POSIX shell: nothing a name holds runs or reads as anything else."""
+    tunnel = {
+        "apiVersion": "kubel2tp.io/v1alpha1",
+        "kind": "L2TPTunnel",
+        "metadata": {"name": "t1"},
+        "spec": {
+            "nodeName": "node\nrm -rf /",
+            "tunnelID": 1,
+            "peerTunnelID": 2,
+            "local": "192.0.2.1",
+            "remote": "192.0.2.2",
+            "udp": {"sourcePort": 1, "destinationPort": 2},
+        },
+    }
+    session = {
+        "apiVersion": "kubel2tp.io/v1alpha1",
+        "kind": "L2TPSession",
+        "metadata": {"name": "s1"},
+        "spec": {
+            "tunnelRef": "t1",
+            "sessionID": 1,
+            "peerSessionID": 2,
+            "interfaceName": HOSTILE["session"],
+            "interface": {
+                "addresses": [{"address": "198.51.100.1/32", "peer": "198.51.100.2"}],
+                "bridge": {"name": HOSTILE["bridge"], "ports": [HOSTILE["port"]]},
+                "vlans": [
+                    {"id": 5, "name": HOSTILE["vlan"], "bridge": {"name": HOSTILE["vlanbr"]}}
+                ],
+            },
+        },
+    }
+    docs = [manifests.Document("t", tunnel), manifests.Document("s", session)]
+    report = validation.check_documents(docs)
+    assert not report.errors, [p.render() for p in report.errors]
+    for peer in (False, True):
+        text = render(report.resources, peer=peer)
+        lines = text.splitlines()
+        assert lines[0].startswith("# for a POSIX shell only")
+        assert all(line.startswith(("ip ", "# ")) for line in lines), lines
+        words = [shlex.split(line) for line in lines if line.startswith("ip ")]
+        seen = set()
+        for argv in words:
+            for i, word in enumerate(argv):
+                if word in HOSTILE.values():
+                    assert argv[i - 1] in ("dev", "name", "master", "link"), argv
+                    seen.add(word)
+        assert seen == set(HOSTILE.values())

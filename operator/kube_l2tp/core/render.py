@@ -3,11 +3,19 @@
 A user sees exactly what the agent will program and can do it by hand; ``peer=True`` prints
 what the far end needs (ids, ports and cookies swapped, local and remote exchanged), for a peer
 outside the cluster such as a router. Only non-default options are printed, as a person would
-type them, so the seed's own commands come out verbatim.
+type them, so the seed's own commands come out as the seed wrote them, with `dev` before each
+interface name.
+
+The output is safe to paste into a POSIX shell whatever the names hold (they are valid to the
+kernel, not to a shell): every name is quoted where it needs it (shlex), every interface name
+follows `dev`/`name`/`master`/`link` so a name such as `mtu` cannot read as a keyword, and a
+node name is printed in a comment on one line. ip -batch has no quoting of its own for '#'
+(always a comment there) or for a quote inside a name: output holding such names says so.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 
 from kube_l2tp.api.model import Bridge, Interface, Resources, Session, Tunnel, Udp
@@ -54,6 +62,14 @@ def mirror_session(s: Session) -> Session:
     )
 
 
+def q(name: str) -> str:
+    """A name as one shell word."""
+    return shlex.quote(name)
+
+
+_NOT_FOR_BATCH = frozenset("#'\"\\")
+
+
 def tunnel_command(t: Tunnel) -> str:
     words = [
         "ip l2tp add tunnel",
@@ -77,7 +93,7 @@ def tunnel_command(t: Tunnel) -> str:
 def session_command(s: Session, tunnel: Tunnel) -> str:
     words = ["ip l2tp add session"]
     if s.interface_name:
-        words.append(f"name {s.interface_name}")
+        words.append(f"name {q(s.interface_name)}")
     words += [
         f"tunnel_id {tunnel.tunnel_id}",
         f"session_id {s.session_id}",
@@ -99,7 +115,7 @@ def session_command(s: Session, tunnel: Tunnel) -> str:
 
 
 def _link_set(name: str, up: bool, mtu: int | None) -> str:
-    words = [f"ip link set {name}", "up" if up else "down"]
+    words = [f"ip link set dev {q(name)}", "up" if up else "down"]
     if mtu is not None:
         words.append(f"mtu {mtu}")
     return " ".join(words)
@@ -108,12 +124,13 @@ def _link_set(name: str, up: bool, mtu: int | None) -> str:
 def _bridge(port: str, bridge: Bridge, created: set[str]) -> list[str]:
     """The seed's order: create the bridge, enslave the pseudowire, then host ports, then up."""
     lines = []
+    b = q(bridge.name)
     if bridge.name not in created:
-        lines.append(f"ip link add {bridge.name} type bridge")
-    lines.append(f"ip link set {port} master {bridge.name}")
-    lines += [f"ip link set {p} master {bridge.name}" for p in bridge.ports]
+        lines.append(f"ip link add name {b} type bridge")
+    lines.append(f"ip link set dev {q(port)} master {b}")
+    lines += [f"ip link set dev {q(p)} master {b}" for p in bridge.ports]
     if bridge.name not in created:
-        lines.append(f"ip link set {bridge.name} up")
+        lines.append(f"ip link set dev {b} up")
         created.add(bridge.name)
     return lines
 
@@ -122,16 +139,21 @@ def interface_commands(name: str, iface: Interface, bridges: set[str]) -> list[s
     lines = [_link_set(name, iface.up, iface.mtu)]
     for a in iface.addresses:
         peer = f" peer {a.peer}" if a.peer else ""
-        lines.append(f"ip addr add {a.address}{peer} dev {name}")
+        lines.append(f"ip addr add {a.address}{peer} dev {q(name)}")
     if iface.bridge:
         lines += _bridge(name, iface.bridge, bridges)
     for vlan in iface.vlans:
         vname = vlan.ifname(name)
-        lines.append(f"ip link add link {name} name {vname} type vlan id {vlan.id}")
-        lines.append(f"ip link set {vname} up")
+        lines.append(f"ip link add link {q(name)} name {q(vname)} type vlan id {vlan.id}")
+        lines.append(f"ip link set dev {q(vname)} up")
         if vlan.bridge:
             lines += _bridge(vname, vlan.bridge, bridges)
     return lines
+
+
+def _comment(text: str) -> str:
+    """``text`` safe inside a one-line comment (a node name may hold a line break)."""
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def render(resources: Resources, *, node: str | None = None, peer: bool = False) -> str:
@@ -141,7 +163,9 @@ def render(resources: Resources, *, node: str | None = None, peer: bool = False)
     for n in nodes:
         mine = resources.for_node(n)
         if len(nodes) > 1 or peer:
-            out.append(f"# node {n}" + (": commands for the peer (mirrored)" if peer else ""))
+            out.append(
+                f"# node {_comment(n)}" + (": commands for the peer (mirrored)" if peer else "")
+            )
         unnamed = 0
         bridges: set[str] = set()
         for tunnel in mine.tunnels:
@@ -166,4 +190,6 @@ def render(resources: Resources, *, node: str | None = None, peer: bool = False)
                     ]
         if any(s.offset or s.peer_offset for s in mine.sessions):
             out.append("# offset/peer_offset: current kernels ignore them (ip l2tp says so too)")
+    if any(_NOT_FOR_BATCH.intersection(line) for line in out if not line.startswith("#")):
+        out.insert(0, "# for a POSIX shell only: a name holds '#' or a quote, which ip -batch cannot carry")
     return "\n".join(out) + ("\n" if out else "")
