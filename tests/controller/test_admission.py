@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import uuid
 from typing import Any
@@ -176,3 +177,80 @@ def test_review_directly_keeps_only_the_incoming_objects_problems() -> None:
     ]
     assert verdict.message().count("\n") == 1  # one line per problem
     assert admission.spec_unchanged(tunnel("a"), tunnel("a"))
+
+
+def _envelope(**request: Any) -> dict[str, Any]:
+    base = review_request(tunnel("env"))
+    base["request"].update(request)
+    return base
+
+
+HOSTILE_ENVELOPES: list[tuple[str, bytes, str]] = [
+    # (case, body, what the answer must be: "400" or a fragment of the denial's message)
+    ("null", b"null", "400"),
+    ("list", b"[]", "400"),
+    ("string", b'"review"', "400"),
+    ("invalid-utf8", b'{"request": "\xff"}', "400"),
+    ("not-json", b"{", "400"),
+    ("deep", b"[" * 100000 + b"]" * 100000, "400"),
+    ("no-uid", json.dumps({"apiVersion": "admission.k8s.io/v1", "request": {}}).encode(), "400"),
+    (
+        "update-null-object",
+        json.dumps(_envelope(operation="UPDATE", object=None, oldObject=tunnel("env"))).encode(),
+        "request.object must be an object for UPDATE",
+    ),
+    (
+        "update-null-old",
+        json.dumps(_envelope(operation="UPDATE", oldObject=None)).encode(),
+        "request.oldObject must be an object for UPDATE",
+    ),
+    (
+        "unknown-version",
+        json.dumps({**_envelope(), "apiVersion": "admission.k8s.io/v2"}).encode(),
+        "not understood: apiVersion 'admission.k8s.io/v2'",
+    ),
+    (
+        "kind-list",
+        json.dumps(_envelope(object={"kind": "List", "items": [tunnel("x")]})).encode(),
+        "request.object.kind must be L2TPTunnel or L2TPSession",
+    ),
+    (
+        "deep-object",
+        json.dumps(
+            _envelope(
+                object={
+                    **tunnel("d"),
+                    "spec": functools.reduce(lambda a, _: {"a": a}, range(200), {}),
+                }
+            )
+        ).encode(),
+        "nested more than 64 levels",
+    ),
+    ("no-user", json.dumps(_envelope(userInfo=None)).encode(), "request.userInfo is missing"),
+    ("delete", json.dumps(_envelope(operation="DELETE")).encode(), "operation 'DELETE'"),
+]
+
+
+@pytest.mark.asyncio
+async def test_envelopes_it_does_not_understand_are_denied(
+    apiserver: ApiServer, operator: Running
+) -> None:
+    """Never a 500 (which failurePolicy Ignore would admit): 400 where there is no request to
+    answer, else a denial saying what was not understood; the webhook keeps serving."""
+    urls = await hooks(apiserver)
+    for hook in ("validate-tunnel", "fill-node-name"):
+        url = url_of(urls, hook)
+        async with aiohttp.ClientSession() as http:
+            for case, body, expected in HOSTILE_ENVELOPES:
+                headers = {"Content-Type": "application/json"}
+                async with http.post(url, data=body, headers=headers) as answer:
+                    if expected == "400":
+                        assert answer.status == 400, (hook, case, answer.status)
+                        assert (await answer.json())["message"], case
+                        continue
+                    assert answer.status == 200, (hook, case, await answer.text())
+                    response = (await answer.json())["response"]
+                    assert response["allowed"] is False, (hook, case)
+                    assert expected in response["status"]["message"], (case, response)
+    good = await review(url_of(urls, "validate-tunnel"), tunnel("fine"))
+    assert good["allowed"], good

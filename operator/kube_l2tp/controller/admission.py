@@ -9,11 +9,13 @@ so `kubectl apply -f dir/` works in any order; its agent reports TunnelNotFound 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kube_l2tp.api import crd, validation
+from kube_l2tp.api.manifests import echo, shape_problem
 from kube_l2tp.api.model import Resources, Session, Tunnel
 from kube_l2tp.api.problems import Problem, Severity
 
@@ -102,3 +104,100 @@ def session_node(spec: Mapping[str, Any], tunnels: Mapping[str, Mapping[str, Any
         return None
     node = tunnel.get("spec", {}).get("nodeName")
     return str(node) if node else None
+
+
+# --- the envelope: what an AdmissionReview must be before any rule runs ---
+
+REVIEW_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+OPERATIONS = ("CREATE", "UPDATE")  # what the webhook configurations subscribe to
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """An AdmissionReview as read off the wire: ``request`` when it is understood, else
+    ``status`` (400: no answer can even name the request) or ``response`` (a denial)."""
+
+    request: dict[str, Any] | None = None
+    status: int = 200
+    response: dict[str, Any] | None = None
+    reason: str = ""
+
+
+def read_envelope(raw: bytes) -> Envelope:
+    """Check an AdmissionReview before kopf reads it. The API server never sends anything
+    else, but a proxy or a future version might: what is not understood is denied (with
+    failurePolicy Ignore, an error answer would admit the object)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Envelope(status=400, reason=f"the body is not UTF-8 (byte {exc.start})")
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        return Envelope(status=400, reason=f"the body is not JSON: {str(exc)[:200]}")
+    if not isinstance(data, dict):
+        return Envelope(status=400, reason=f"an AdmissionReview is a JSON object; got {echo(data)}")
+    request = data.get("request")
+    uid = request.get("uid") if isinstance(request, dict) else None
+    if not isinstance(request, dict) or not isinstance(uid, str) or not uid:
+        return Envelope(status=400, reason="request.uid is missing: nothing to answer to")
+    version = data.get("apiVersion")
+    why = _not_understood(data, request)
+    if why:
+        answer = version if version in REVIEW_VERSIONS else REVIEW_VERSIONS[0]
+        return Envelope(status=200, response=denial(answer, uid, why), reason=why)
+    return Envelope(request=data)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _not_understood(data: dict[str, Any], request: dict[str, Any]) -> str:
+    version, kind = data.get("apiVersion"), data.get("kind")
+    if version not in REVIEW_VERSIONS or kind != "AdmissionReview":
+        return (
+            f"not understood: apiVersion {echo(version)} kind {echo(kind)}; this webhook reads"
+            f" AdmissionReview {' or '.join(REVIEW_VERSIONS)}"
+        )
+    operation = request.get("operation")
+    if operation not in OPERATIONS:
+        return f"operation {echo(operation)} is not reviewed here (only {', '.join(OPERATIONS)})"
+    resource = request.get("resource")
+    if not isinstance(resource, dict) or not all(
+        isinstance(resource.get(k), str) for k in ("group", "version", "resource")
+    ):
+        return "request.resource must name a group, version and resource"
+    if not isinstance(request.get("userInfo"), dict):
+        return "request.userInfo is missing"
+    objects = [("object", request.get("object"))]
+    if operation == "UPDATE":
+        objects.append(("oldObject", request.get("oldObject")))
+    for field_name, obj in objects:
+        if not isinstance(obj, dict):
+            return f"request.{field_name} must be an object for {operation}; got {echo(obj)}"
+        if obj.get("kind") not in _KINDS:
+            return (
+                f"request.{field_name}.kind must be {' or '.join(_KINDS)}; got"
+                f" {echo(obj.get('kind'))}"
+            )
+        shape = shape_problem(obj)
+        if shape:
+            return f"request.{field_name}: {shape}"
+    return ""
+
+
+_KINDS = (crd.TUNNEL_KIND, crd.SESSION_KIND)
+
+
+def denial(version: str, uid: str, message: str, code: int = 400) -> dict[str, Any]:
+    """An AdmissionReview response that refuses the request, saying why."""
+    return {
+        "apiVersion": version,
+        "kind": "AdmissionReview",
+        "response": {
+            "uid": uid,
+            "allowed": False,
+            "status": {"code": code, "message": message},
+        },
+    }

@@ -19,11 +19,12 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import aiohttp.web
 import kopf
 
-from kube_l2tp.controller import handlers
+from kube_l2tp.controller import admission, handlers
 from kube_l2tp.controller.tls import SelfSignedIssuer, ServingFiles, service_names, service_of
 from kube_l2tp.k8s.objects import Cluster
 
@@ -81,7 +82,36 @@ def self_signed(config: OperatorConfig) -> SelfSignedIssuer:
     return issuer
 
 
-class ServiceWebhookServer(kopf.WebhookServer):
+class GuardedWebhookServer(kopf.WebhookServer):
+    """kopf's server with the AdmissionReview envelope checked before kopf reads it
+    (admission.read_envelope): what is not understood is denied, or answered 400 when there is
+    no request to answer, never a 500 with a traceback (which failurePolicy Ignore admits)."""
+
+    @staticmethod
+    async def _serve(fn: kopf.WebhookFn, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        envelope = admission.read_envelope(await request.read())
+        if envelope.request is None:
+            if envelope.response is not None:
+                return aiohttp.web.json_response(envelope.response)
+            return aiohttp.web.json_response({"message": envelope.reason}, status=400)
+        sslpeer = request.transport.get_extra_info("peercert") if request.transport else None
+        try:
+            response = await fn(
+                cast(Any, envelope.request),  # checked to be a review kopf can read
+                webhook=request.match_info.get("id"),
+                sslpeer=sslpeer,
+                headers=dict(request.headers),
+            )
+        except Exception as exc:  # whatever it is, the object is not admitted because of it
+            logging.getLogger(__name__).exception("admission failed")
+            review = envelope.request
+            message = f"the webhook could not review this request ({type(exc).__name__}: {exc})"
+            denial = admission.denial(review["apiVersion"], review["request"]["uid"], message[:500])
+            return aiohttp.web.json_response(denial)
+        return aiohttp.web.json_response(response)
+
+
+class ServiceWebhookServer(GuardedWebhookServer):
     """kopf's HTTPS server, announced to the API server as a Service, not a URL.
 
     Kubernetes asks in-cluster webhooks to be referred to by `service`: the API server does not
@@ -123,7 +153,7 @@ def webhook_server(config: OperatorConfig, tls: ServingFiles | None) -> kopf.Web
     if service is not None and not config.webhook_insecure:
         name, namespace = service
         return ServiceWebhookServer(service=name, namespace=namespace, **common, **files)
-    return kopf.WebhookServer(**common, **files)
+    return GuardedWebhookServer(**common, **files)
 
 
 def settings(config: OperatorConfig, tls: ServingFiles | None = None) -> kopf.OperatorSettings:
