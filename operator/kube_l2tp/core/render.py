@@ -191,5 +191,7 @@ def render(resources: Resources, *, node: str | None = None, peer: bool = False)
         if any(s.offset or s.peer_offset for s in mine.sessions):
             out.append("# offset/peer_offset: current kernels ignore them (ip l2tp says so too)")
     if any(_NOT_FOR_BATCH.intersection(line) for line in out if not line.startswith("#")):
-        out.insert(0, "# for a POSIX shell only: a name holds '#' or a quote, which ip -batch cannot carry")
+        out.insert(
+            0, "# for a POSIX shell only: a name holds '#' or a quote, which ip -batch cannot carry"
+        )
     return "\n".join(out) + ("\n" if out else "")
