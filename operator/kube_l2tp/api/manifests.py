@@ -444,6 +444,11 @@ def _plain(text: str, where: str) -> Any:
         return None
     if text in _BOOLS:
         return _BOOLS[text]
+    if len(text) > 100:  # no number is this long: one linear look, no backtracking regexes
+        if text[-1] not in "0123456789.":
+            return text
+        if _INT10.fullmatch(text):
+            raise _Error(f"{where}: an integer of {len(text)} digits: the API server stores int64")
     if _YAML11_BOOL.fullmatch(text):
         raise _Error(
             f"{where}: {text!r} is a boolean to YAML 1.1 readers (kubectl's) and a string to"

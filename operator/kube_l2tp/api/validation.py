@@ -12,6 +12,8 @@ The operator's admission webhook runs the same functions against the objects in 
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -159,8 +161,89 @@ def check_set(resources: Resources) -> list[Problem]:
     for node, group in _by_node(resources).items():
         problems += _unique_per_node(node, group)
     problems += _peers(resources)
+    problems += _kernel_rules(resources)
     problems += _warnings(resources)
     return problems
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address the schema already accepted (with or without a prefix length)."""
+    return ipaddress.ip_interface(text).ip
+
+
+DEFAULT_NAME = re.compile(r"l2tpeth[0-9]+")
+IPV6_MIN_MTU = 1280
+
+
+def _kernel_rules(res: Resources) -> Iterable[Problem]:
+    """What the schema's patterns accept but the kernel refuses, or cannot make work; checked
+    on addresses' values, not their spellings (2001:db8::1 is 2001:DB8:0::1)."""
+    for t in res.tunnels:
+        for field in ("local", "remote"):
+            addr = _ip(getattr(t, field))
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                yield _t(
+                    t,
+                    f"spec.{field}",
+                    f"{addr} is an IPv4-mapped IPv6 address: L2TP's IPv6 sockets are IPv6-only"
+                    f" and cannot reach it; write the IPv4 address {addr.ipv4_mapped}",
+                )
+    unnamed: dict[str, Session] = {}  # node -> a session left to the kernel's l2tpethN
+    for s in res.sessions:
+        tunnel = res.tunnel(s.tunnel_ref)
+        if tunnel is not None and not s.interface_name:
+            unnamed.setdefault(tunnel.node, s)
+    for s in res.sessions:
+        iface = s.interface
+        seen: dict[object, str] = {}
+        for i, a in enumerate(iface.addresses):
+            path = f"spec.interface.addresses[{i}].address"
+            addr = _ip(a.address)
+            if addr in seen:
+                yield _s(
+                    s,
+                    path,
+                    f"{a.address} is the address {seen[addr]} again (the same value spelled"
+                    " differently): the kernel refuses the second; list it once",
+                )
+            seen.setdefault(addr, a.address)
+            if isinstance(addr, ipaddress.IPv6Address):
+                what = (
+                    "multicast"
+                    if addr.is_multicast
+                    else "the loopback address"
+                    if addr.is_loopback
+                    else "the unspecified address"
+                    if addr.is_unspecified
+                    else ""
+                )
+                if what:
+                    yield _s(
+                        s,
+                        path,
+                        f"{addr} is {what}: the kernel assigns no such IPv6 address to an"
+                        " interface (EADDRNOTAVAIL); use a unicast address",
+                    )
+                elif iface.mtu is not None and iface.mtu < IPV6_MIN_MTU:
+                    yield _s(
+                        s,
+                        "spec.interface.mtu",
+                        f"is {iface.mtu}, below IPv6's minimum of {IPV6_MIN_MTU}: the kernel"
+                        f" removes IPv6 from the interface, and {addr} with it; raise the MTU"
+                        " or use IPv4 addresses",
+                    )
+        tunnel = res.tunnel(s.tunnel_ref)
+        other = unnamed.get(tunnel.node) if tunnel is not None else None
+        if s.interface_name and DEFAULT_NAME.fullmatch(s.interface_name) and other is not None:
+            yield _s(
+                s,
+                "spec.interfaceName",
+                f"{s.interface_name!r} is a name the kernel gives sessions left unnamed, and"
+                f" L2TPSession/{other.name} on node {tunnel.node if tunnel else ''!r} is one:"
+                " which gets it depends on creation order, and the other fails. Choose a name"
+                " outside l2tpethN, or name every session on the node",
+                reason=CONFLICT,
+            )
 
 
 def _t(
@@ -222,7 +305,7 @@ def _unique_per_node(node: str, res: Resources) -> Iterable[Problem]:
                 reason=CONFLICT,
             )
         if t.udp is not None:
-            key = (t.local, t.udp.source_port)
+            key = (str(_ip(t.local)), t.udp.source_port)
             other = first_port.setdefault(key, t)
             if other is not t:
                 yield _t(
@@ -328,9 +411,9 @@ def _interface_names(node: str, res: Resources) -> Iterable[Problem]:
 
 def _peers(res: Resources) -> Iterable[Problem]:
     """Where both ends are in the set, they must mirror each other or no frame gets through."""
-    index = {(t.tunnel_id, t.peer_tunnel_id, t.local, t.remote): t for t in res.tunnels}
+    index = {(t.tunnel_id, t.peer_tunnel_id, _ip(t.local), _ip(t.remote)): t for t in res.tunnels}
     for a in res.tunnels:
-        b = index.get((a.peer_tunnel_id, a.tunnel_id, a.remote, a.local))
+        b = index.get((a.peer_tunnel_id, a.tunnel_id, _ip(a.remote), _ip(a.local)))
         if b is None or b is a:
             continue
         if a.encapsulation != b.encapsulation:
