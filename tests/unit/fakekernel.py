@@ -59,6 +59,20 @@ class FakeKernel:
     lingering: dict[int, list[object]] = field(default_factory=dict)  # id -> [config, dumps left]
     # session counters, as a test moves them: (tunnel id, session id) -> what the dump reports
     stats: dict[tuple[int, int], Stats] = field(default_factory=dict)
+    # 6.1's dumps resume by position: tunnel id -> how many more tunnel dumps (and session
+    # dumps) leave it and its sessions out although it lives; a GET by id still finds it
+    dump_skips: dict[int, int] = field(default_factory=dict)
+    # a LAC-mode session whose peer sends frames without sequence numbers: the kernel turns
+    # send_seq off (l2tp_recv_common) whenever recv_seq is off
+    peer_unnumbered: bool = False
+    # 6.12: a deleted session's device is unregistered later: name -> link dumps it survives
+    lingering_links: dict[str, int] = field(default_factory=dict)
+    session_linger_dumps: int = 0
+    # dump_links raises BUSY (an interrupted dump) this many more times
+    interrupted_link_dumps: int = 0
+    gets: list[str] = field(default_factory=list)
+    # each session's device by index: a link that took a stale name since is not the device
+    devices: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("lo", "eth0", "eth1"):
@@ -71,8 +85,11 @@ class FakeKernel:
         return link
 
     # --- dumps
+    def _skipped(self, tunnel_id: int) -> bool:
+        return self.dump_skips.get(tunnel_id, 0) > 0
+
     def dump_tunnels(self) -> list[ObservedTunnel]:
-        out = [ObservedTunnel(c) for c in self.tunnels.values()]
+        out = [ObservedTunnel(c) for c in self.tunnels.values() if not self._skipped(c.tunnel_id)]
         for tid, entry in list(self.lingering.items()):
             out.append(ObservedTunnel(entry[0]))  # type: ignore[arg-type]
             entry[1] = int(entry[1]) - 1  # type: ignore[call-overload]
@@ -80,16 +97,45 @@ class FakeKernel:
                 del self.lingering[tid]
         return out
 
+    def _seen(self, key: tuple[int, int]) -> ObservedSession:
+        cfg = self.sessions[key]
+        # the kernel's dump has no L2SPEC_TYPE (l2tp_nl_session_send): the decoder's default
+        seen = replace(cfg, l2spec_type="default")
+        seen = replace(seen, send_seq=True) if self.peer_sends_seq else seen
+        if self.peer_unnumbered and not cfg.recv_seq and cfg.send_seq:
+            self.sessions[key] = replace(cfg, send_seq=False)
+            seen = replace(seen, send_seq=False)
+        return ObservedSession(seen, self.stats.get(key, Stats()))
+
     def dump_sessions(self) -> list[ObservedSession]:
-        out = []
-        for key, cfg in self.sessions.items():
-            # the kernel's dump has no L2SPEC_TYPE (l2tp_nl_session_send): the decoder's default
-            seen = replace(cfg, l2spec_type="default")
-            seen = replace(seen, send_seq=True) if self.peer_sends_seq else seen
-            out.append(ObservedSession(seen, self.stats.get(key, Stats())))
+        out = [self._seen(key) for key in list(self.sessions) if not self._skipped(key[0])]
+        for tid in list(self.dump_skips):
+            self.dump_skips[tid] -= 1
+            if self.dump_skips[tid] <= 0:
+                del self.dump_skips[tid]
         return out
 
+    def get_tunnel(self, tunnel_id: int) -> ObservedTunnel | None:
+        self.gets.append(f"get_tunnel {tunnel_id}")
+        cfg = self.tunnels.get(tunnel_id)
+        if cfg is None and tunnel_id in self.lingering:
+            cfg = self.lingering[tunnel_id][0]  # type: ignore[assignment]
+        return ObservedTunnel(cfg) if cfg is not None else None
+
+    def get_session(self, tunnel_id: int, session_id: int) -> ObservedSession | None:
+        self.gets.append(f"get_session {tunnel_id}/{session_id}")
+        key = (tunnel_id, session_id)
+        return self._seen(key) if key in self.sessions else None
+
     def dump_links(self) -> list[ObservedLink]:
+        if self.interrupted_link_dumps > 0:
+            self.interrupted_link_dumps -= 1
+            raise fail("dump links", errno.EINTR, Outcome.BUSY)
+        for name in list(self.lingering_links):
+            self.lingering_links[name] -= 1
+            if self.lingering_links[name] < 0:
+                del self.lingering_links[name]
+                self.links.pop(name, None)
         return [
             ObservedLink(
                 ifname=link.name,
@@ -112,8 +158,12 @@ class FakeKernel:
             raise fail("create tunnel", errno.EEXIST, Outcome.EXISTS)
         if cfg.local not in self.host_addresses:
             raise fail("create tunnel", errno.EADDRNOTAVAIL, Outcome.ADDRESS_NOT_AVAILABLE)
-        for other in self.tunnels.values():
-            if cfg.encap == "udp" and (other.local, other.udp_sport) == (cfg.local, cfg.udp_sport):
+        # a lingering tunnel still holds its socket: released in l2tp_tunnel_del_work
+        others = [*self.tunnels.values(), *(e[0] for e in self.lingering.values())]
+        for other in others:
+            assert isinstance(other, TunnelConfig)
+            same = (other.local, other.udp_sport, other.encap) == (cfg.local, cfg.udp_sport, "udp")
+            if cfg.encap == "udp" and same:
                 raise fail("create tunnel", errno.EADDRINUSE, Outcome.ADDRESS_IN_USE)
         self.tunnels[cfg.tunnel_id] = cfg
 
@@ -129,6 +179,12 @@ class FakeKernel:
 
     def _drop_session(self, key: tuple[int, int]) -> None:
         cfg = self.sessions.pop(key)
+        device = self.links.get(cfg.ifname or "")
+        if device is None or device.index != self.devices.pop(key, None):
+            return  # its device is already gone (l2tp_eth_dev_uninit): nothing else goes
+        if self.session_linger_dumps:
+            self.lingering_links[cfg.ifname or ""] = self.session_linger_dumps
+            return
         self._drop_link(cfg.ifname or "")
 
     def _drop_link(self, name: str) -> None:
@@ -161,7 +217,8 @@ class FakeKernel:
             cookie_len=len(cfg.cookie),
             l2spec_default=cfg.l2spec_type == "default",
         )
-        self._add_link(name, "l2tp", mtu=mtu)
+        device = self._add_link(name, "l2tp", mtu=mtu)
+        self.devices[(cfg.tunnel_id, cfg.session_id)] = device.index
         self.sessions[(cfg.tunnel_id, cfg.session_id)] = replace(cfg, ifname=name)
 
     def delete_session(self, tunnel_id: int, session_id: int) -> None:

@@ -29,7 +29,7 @@ from kube_l2tp.netlink.errors import error_number, kernel_error, outcome_for
         (errno.EHOSTUNREACH, Outcome.NETWORK_UNREACHABLE),
         (errno.EOPNOTSUPP, Outcome.NOT_SUPPORTED),
         (errno.EINTR, Outcome.BUSY),
-        (errno.ENOBUFS, Outcome.OTHER),
+        (errno.ENOBUFS, Outcome.BUSY),  # a socket buffer ran over: ask again
         (errno.EPROTONOSUPPORT, Outcome.OTHER),  # the genl layer says what a missing family means
         (0, Outcome.OTHER),
     ],

@@ -543,11 +543,75 @@ def test_a_failed_create_raises_kernel_error(fake_kernel: tuple[L2tp, socket.soc
     assert request[16:] == bytes.fromhex(CAPTURES["requests"]["tunnel_udp4"]["payload"])
 
 
+def session_reply(seq: int, tunnel_id: int, session_id: int) -> bytes:
+    """The kernel's answer to SESSION_GET: the session's message, then the ack."""
+    attrs = [
+        ("L2TP_ATTR_CONN_ID", tunnel_id),
+        ("L2TP_ATTR_SESSION_ID", session_id),
+        ("L2TP_ATTR_PEER_SESSION_ID", session_id + 1000),
+        ("L2TP_ATTR_IFNAME", "l2tpeth0"),
+    ]
+    message = nl.pack_request(FAMILY, nl.L2TP_CMD_SESSION_GET, attrs, seq=seq, flags=0)
+    return message + nlmsgerr(seq, 0)
+
+
 def test_an_acked_command_returns(fake_kernel: tuple[L2tp, socket.socket]) -> None:
     l2tp, kernel = fake_kernel
-    kernel.send(nlmsgerr(l2tp._seq + 1, 0))
+    kernel.send(session_reply(l2tp._seq + 1, 3000, 1000))  # the session is there...
+    kernel.send(nlmsgerr(l2tp._seq + 2, 0))  # ...and the modify is acked
     l2tp.modify_session(3000, 1000, send_seq=True, recv_seq=True)
-    assert struct.unpack_from("=H", kernel.recv(4096), 6)[0] == 0x5  # REQUEST|ACK
+    get, modify = kernel.recv(4096), kernel.recv(4096)
+    assert (get[16], modify[16]) == (nl.L2TP_CMD_SESSION_GET, nl.L2TP_CMD_SESSION_MODIFY)
+    assert struct.unpack_from("=H", modify, 6)[0] == 0x5  # REQUEST|ACK
+
+
+@pytest.mark.parametrize("operation", ["delete_session", "modify_session"])
+def test_a_session_operation_never_reaches_another_tunnels_session(
+    fake_kernel: tuple[L2tp, socket.socket], operation: str
+) -> None:
+    """Since 6.10 a v3 session is looked up by its id alone when that id is unique: asked for
+    (3000, 1000) after tunnel 3000's session went, the kernel answers with tunnel 3001's
+    session 1000, and would delete or modify it. The answer's tunnel is checked first."""
+    l2tp, kernel = fake_kernel
+    kernel.send(session_reply(l2tp._seq + 1, 3001, 1000))
+    call = {
+        "delete_session": lambda: l2tp.delete_session(3000, 1000),
+        "modify_session": lambda: l2tp.modify_session(3000, 1000, send_seq=True, recv_seq=False),
+    }[operation]
+    with pytest.raises(KernelError) as info:
+        call()
+    assert info.value.outcome is Outcome.NOT_FOUND
+    assert kernel.recv(4096)[16] == nl.L2TP_CMD_SESSION_GET
+    kernel.setblocking(False)
+    with pytest.raises(BlockingIOError):  # nothing else was sent: no delete, no modify
+        kernel.recv(4096)
+
+
+def test_socket_errors_and_refused_input_are_kernel_errors_of_that_call(
+    fake_kernel: tuple[L2tp, socket.socket],
+) -> None:
+    """ENOBUFS/EMSGSIZE on the L2TP socket and an interface name over 15 bytes (ten non-ASCII
+    letters are 20 bytes) ended the agent's loop; now each fails only its own call."""
+    l2tp, _ = fake_kernel
+    with pytest.raises(KernelError) as info:
+        l2tp.create_session(SessionConfig(3000, 1000, 2000, ifname="ääääääääää"))
+    assert info.value.outcome is Outcome.INVALID
+    assert "20 bytes" in info.value.detail and "interfaceName" in info.value.detail
+
+    class Full:
+        def send(self, data: bytes) -> int:
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+
+        def close(self) -> None:
+            pass
+
+    with L2tp.on_socket(Full(), FAMILY) as full:  # type: ignore[arg-type]
+        with pytest.raises(KernelError) as info:
+            full.dump_tunnels()
+        assert info.value.outcome is Outcome.BUSY
+        with pytest.raises(KernelError) as info:
+            full.create_tunnel(SEED_TUNNEL)
+        assert info.value.outcome is Outcome.BUSY
 
 
 def test_delete_tunnel_can_wait_until_the_kernel_is_done(

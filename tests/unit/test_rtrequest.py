@@ -15,7 +15,7 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 
-from kube_l2tp.core.state import Address
+from kube_l2tp.core.state import Address, KernelError, Outcome
 from kube_l2tp.netlink import rtrequest
 from kube_l2tp.netlink.links import _address_parts
 
@@ -125,11 +125,20 @@ def test_address_requests_equal_pyroute2(address: Address) -> None:
     assert rtrequest.del_address(12, 4, local, peer) == delete
 
 
-def test_address_parts_refuse_what_the_kernel_would_drop_silently() -> None:
-    with pytest.raises(ValueError, match="same prefix length"):
-        _address_parts(Address("198.51.100.1/24", peer="198.51.100.2/32"))
-    with pytest.raises(ValueError, match="different families"):
+def test_address_parts_take_the_prefix_from_the_peer_as_ip_does() -> None:
+    """``ip addr add 198.51.100.1/24 peer 198.51.100.2`` sends prefix length 32, the peer's
+    (iproute2 ipaddr_modify). It raised ValueError here, which stopped the whole agent."""
+    assert _address_parts(Address("198.51.100.1/24", peer="198.51.100.2")) == (
+        ipaddress.ip_interface("198.51.100.1/32"),
+        ipaddress.ip_address("198.51.100.2"),
+    )
+    assert _address_parts(Address("198.51.100.1/32", peer="198.51.100.2/24")) == (
+        ipaddress.ip_interface("198.51.100.1/24"),
+        ipaddress.ip_address("198.51.100.2"),
+    )
+    with pytest.raises(KernelError, match="different families") as info:
         _address_parts(Address("198.51.100.1/32", peer="2001:db8::2/32"))
+    assert info.value.outcome is Outcome.INVALID
     assert _address_parts(Address("192.0.2.1/24")) == (
         ipaddress.ip_interface("192.0.2.1/24"),
         None,

@@ -81,6 +81,7 @@ class Agent:
         self._sampled: tuple[float, list[ObservedSession]] | None = None
         self._last_sample = float("-inf")
         self._waker: _Waker | None = None  # while run() runs
+        self._incomplete = False  # the last reconcile could not read the kernel completely
 
     def wake(self) -> None:
         """The source changed: end the loop's wait now, not at the next poll (from any thread).
@@ -160,6 +161,13 @@ class Agent:
         started = time.monotonic()
         recording = _Recording(self.kernel, self._record_sessions)
         result = reconcile(recording, desired, self.owned, save=self.store.save)
+        if result.incomplete:
+            # The kernel's state could not be read completely (dumps interrupted again and
+            # again): no verdict changes, the last stand, and the loop tries again soon.
+            log.warning("kernel state not read completely, trying again: %s", result.incomplete)
+            self._incomplete = True
+            return self.last or result
+        self._incomplete = False
         result = _mark_invalid(result, snapshot)
         seconds = time.monotonic() - started
         quiet = result.writes == 0 and result.converged  # a resync that found nothing to do
@@ -179,10 +187,23 @@ class Agent:
             callback(snapshot, result, seconds)
         return result
 
+    def _contained(self, why: str) -> None:
+        """reconcile_once, whatever it raises: one object's input, a bug or a kernel answer
+        nobody expected must not end the loop and leave every pseudowire of the node without
+        its agent (a crash loop in a cluster). Per-object failures are contained in reconcile
+        already; what gets here is logged with its traceback and retried at the next resync."""
+        try:
+            self.reconcile_once(why)
+        except KernelError as exc:
+            log.error("reconcile failed: %s", exc)
+        except Exception:
+            log.exception("reconcile failed unexpectedly (a bug: please report it); retrying")
+
     def _next_resync(self) -> float:
         """Soon when the kernel is still finishing something (a delete), else the backstop."""
-        progressing = self.last is not None and any(
-            r.reason == "Progressing" for r in self.last.results.values()
+        progressing = self._incomplete or (
+            self.last is not None
+            and any(r.reason == "Progressing" for r in self.last.results.values())
         )
         return time.monotonic() + (RETRY_SECONDS if progressing else self.config.resync_seconds)
 
@@ -195,7 +216,7 @@ class Agent:
         waker = self._waker = _Waker()
         selector.register(waker.fileno(), selectors.EVENT_READ, waker)
         signature = self.source.signature()
-        self.reconcile_once("start")
+        self._contained("start")
         self.sample_liveness()
         _drain(events)  # our own writes
         next_resync = self._next_resync()
@@ -220,10 +241,7 @@ class Agent:
             if not why:
                 continue
             log.debug("reconcile: %s", why)
-            try:
-                self.reconcile_once(why)
-            except KernelError as exc:
-                log.error("reconcile failed: %s", exc)
+            self._contained(why)
             if self.sample_due(time.monotonic()):
                 self.sample_liveness()  # with the dump the reconcile just made
             _drain(events)

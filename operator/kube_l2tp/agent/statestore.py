@@ -8,6 +8,7 @@ agents from sharing one record.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from pathlib import Path
 
@@ -15,13 +16,25 @@ from kube_l2tp.core.desired import Owned
 
 DEFAULT_STATE_DIR = Path("/var/lib/kube-l2tp")
 
+log = logging.getLogger("kube_l2tp.agent")
+
+
+def this_boot_and_namespace() -> tuple[str, int]:
+    """(boot id, network namespace inode) of the calling thread: what kernel objects live in."""
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return boot_id, os.stat("/proc/thread-self/ns/net").st_ino
+
 
 class StateError(Exception):
     """The state directory cannot be used; the message says why and what to do."""
 
 
 class StateStore:
-    def __init__(self, directory: Path) -> None:
+    """``identity`` is (boot id, netns inode), by default this boot's and the caller's: the
+    record keeps only ownership made under the same (Owned.kernel_records_of)."""
+
+    def __init__(self, directory: Path, identity: tuple[str, int] | None = None) -> None:
+        self.identity = identity or this_boot_and_namespace()
         self.directory = directory
         self.path = directory / "owned.json"
         try:
@@ -40,10 +53,11 @@ class StateStore:
         self._last = ""
 
     def load(self) -> Owned:
+        boot_id, netns = self.identity
         try:
             text = self.path.read_text()
         except FileNotFoundError:
-            return Owned()
+            return Owned(boot_id=boot_id, netns=netns)
         try:
             owned = Owned.from_json(text)
         except (ValueError, KeyError, TypeError) as exc:
@@ -51,8 +65,22 @@ class StateStore:
                 f"{self.path} is unreadable ({exc}): the agent will not guess what it owns."
                 " Move the file aside to start afresh (existing objects then show as Conflict)"
             ) from exc
+        if not owned.boot_id:  # written before records carried their boot: trusted as before
+            owned.boot_id, owned.netns = boot_id, netns
+        mine = owned.kernel_records_of(boot_id, netns)
+        if mine is not owned:
+            log.warning(
+                "%s was written in another boot or network namespace (boot %s, netns %d; now"
+                " boot %s, netns %d): its ownership is dropped, since the kernel's objects do not"
+                " outlive either; objects found under the same ids or names are someone else's",
+                self.path,
+                owned.boot_id,
+                owned.netns,
+                boot_id,
+                netns,
+            )
         self._last = owned.to_json()
-        return owned
+        return mine
 
     def save(self, owned: Owned) -> None:
         text = owned.to_json()

@@ -20,10 +20,18 @@ def canonical_ip(text: str) -> str:
 
 
 def canonical_address(a: Address) -> Address:
-    """Addresses with prefix lengths, as the kernel reports them."""
-    iface = ipaddress.ip_interface(AddressSpec.with_prefix(a.address))
-    peer = str(ipaddress.ip_interface(AddressSpec.with_prefix(a.peer))) if a.peer else None
-    return Address(str(iface), peer)
+    """Addresses with prefix lengths, as the kernel reports them.
+
+    With a peer the kernel keeps one prefix length, and ``ip addr add A/24 peer P`` sends the
+    peer's (iproute2 ipaddr_modify: ifa_prefixlen = peer.bitlen; a peer without one is a host):
+    both ends get it here, so the address compares equal to what a dump reports.
+    """
+    if not a.peer:
+        return Address(str(ipaddress.ip_interface(AddressSpec.with_prefix(a.address))), None)
+    peer = ipaddress.ip_interface(AddressSpec.with_prefix(a.peer))
+    local = ipaddress.ip_interface(a.address.split("/", 1)[0])
+    prefix = peer.network.prefixlen
+    return Address(f"{local.ip}/{prefix}", f"{peer.ip}/{prefix}")
 
 
 def normalize_tunnel(cfg: TunnelConfig) -> TunnelConfig:
@@ -166,11 +174,24 @@ class Owned:
     # sessions) down asynchronously. (tunnel, 0) for a tunnel. Not persisted: after a restart an
     # object still being torn down is simply deleted again.
     deleting: set[tuple[int, int]] = field(default_factory=set)
+    # Interface names of the sessions the agent deleted, until their devices are gone: since
+    # 6.12 a session's device is unregistered after the delete returns. Not persisted.
+    deleting_links: set[str] = field(default_factory=set)
+    # The interface index each owned link (bridge, VLAN, host port, session device) had when
+    # first seen: a link of the same name with another index was made by someone else.
+    ifindex: dict[str, int] = field(default_factory=dict)
+    # This boot (/proc/sys/kernel/random/boot_id) and network namespace (its inode): the
+    # kernel's objects do not outlive either, so a record made in another is not ours.
+    boot_id: str = ""
+    netns: int = 0
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "version": 1,
+                "boot_id": self.boot_id,
+                "netns": self.netns,
+                "ifindex": dict(sorted(self.ifindex.items())),
                 "tunnels": sorted(self.tunnels),
                 "sessions": sorted([t, s] for t, s in self.sessions),
                 "bridges": sorted(self.bridges),
@@ -203,4 +224,18 @@ class Owned:
             },
             seq={(t, s): (send, recv) for t, s, send, recv in raw.get("seq", [])},
             l2spec={(t, s): kind for t, s, kind in raw.get("l2spec", [])},
+            ifindex={str(k): int(v) for k, v in raw.get("ifindex", {}).items()},
+            boot_id=str(raw.get("boot_id", "")),
+            netns=int(raw.get("netns", 0)),
         )
+
+    def kernel_records_of(self, boot_id: str, netns: int) -> Owned:
+        """This record if it was made in this boot and namespace; else an empty one for them.
+
+        Ownership lives in the kernel's objects' lifetime: after a reboot (the record is on a
+        hostPath) or in a re-created namespace, objects under the same ids or names were made
+        by someone else (boot scripts, a human) and must not be taken as the agent's.
+        """
+        if (self.boot_id, self.netns) == (boot_id, netns):
+            return self
+        return Owned(boot_id=boot_id, netns=netns)

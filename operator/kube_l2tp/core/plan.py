@@ -64,6 +64,7 @@ class Action:
     master: str | None = None
     parent: str = ""
     vlan_id: int = 0
+    links: tuple[str, ...] = ()  # a delete: the session devices that go with it (asynchronously)
 
     def describe(self) -> str:
         target = self.ifname or (
@@ -111,6 +112,8 @@ class Plan:
     actions: list[Action] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     pending: set[str] = field(default_factory=set)  # subjects that need another round
+    # subject -> what the kernel changed that the agent deliberately leaves (shown, not failed)
+    notes: dict[str, str] = field(default_factory=dict)
 
     def add(self, op: Op, subject: str, why: str, **kw: object) -> None:
         self.actions.append(Action(op, subject, why, **kw))  # type: ignore[arg-type]
@@ -156,17 +159,45 @@ def make_plan(desired: Desired, observed: Observed, owned: Owned) -> Plan:
     return plan
 
 
+def _devices_by_tunnel(observed: Observed) -> dict[int, list[str]]:
+    by_tunnel: dict[int, list[str]] = {}
+    for (tid, _), s in observed.sessions.items():
+        if s.config.ifname:
+            by_tunnel.setdefault(tid, []).append(s.config.ifname)
+    return by_tunnel
+
+
+def _udp_socket(cfg: TunnelConfig) -> tuple[str, int] | None:
+    return (cfg.local, cfg.udp_sport or 0) if cfg.encap == "udp" else None
+
+
 def _tunnels(plan: Plan, desired: Desired, observed: Observed, owned: Owned) -> set[int]:
     """Tunnel deletes/creates; returns the desired tunnel ids whose sessions can be planned."""
     live: set[int] = set()
+    devices = _devices_by_tunnel(observed)
+    # Local UDP sockets of owned tunnels on their way out: the kernel releases each in the
+    # tunnel's delete work, after the delete returned (l2tp_tunnel_del_work).
+    going: set[tuple[str, int] | None] = set()
     for tid in sorted(owned.tunnels - desired.tunnels.keys()):
-        if tid in observed.tunnels and (tid, 0) not in owned.deleting:
-            plan.add(Op.DELETE_TUNNEL, f"tunnel {tid}", "no longer declared", tunnel_id=tid)
+        have = observed.tunnels.get(tid)
+        if have is not None and (tid, 0) not in owned.deleting:
+            plan.add(
+                Op.DELETE_TUNNEL,
+                f"tunnel {tid}",
+                "no longer declared",
+                tunnel_id=tid,
+                links=tuple(devices.get(tid, ())),
+            )
+        if have is not None:
+            going.add(_udp_socket(have.config))
+    going.discard(None)
     for tid, want in sorted(desired.tunnels.items()):
         subject = tunnel_subject(want.name)
         have = observed.tunnels.get(tid)
         if (tid, 0) in owned.deleting:
             plan.pending.add(subject)  # our delete is still in progress in the kernel
+        elif have is None and going and _udp_socket(want.config) in going:
+            plan.pending.add(subject)  # its local address and port are still being released
         elif have is None:
             why = "missing (deleted outside the agent)" if tid in owned.tunnels else "declared"
             plan.add(Op.CREATE_TUNNEL, subject, why, tunnel=want.config, tunnel_id=tid)
@@ -187,6 +218,7 @@ def _tunnels(plan: Plan, desired: Desired, observed: Observed, owned: Owned) -> 
                 subject,
                 f"replace: {', '.join(changed)} changed",
                 tunnel_id=tid,
+                links=tuple(devices.get(tid, ())),
             )
             plan.pending.add(subject)
         else:
@@ -201,16 +233,22 @@ def _sessions(
     links: dict[tuple[int, int], tuple[str, ObservedLink | None]] = {}
     gone = {a.tunnel_id for a in plan.actions if a.op is Op.DELETE_TUNNEL}
     gone |= {t for t, s in owned.deleting if s == 0}
+    session_links: dict[str, list[tuple[int, int]]] = {}  # device name -> sessions naming it
+    for k, s in observed.sessions.items():
+        if s.config.ifname:
+            session_links.setdefault(s.config.ifname, []).append(k)
     for key in sorted(owned.sessions - desired.sessions.keys()):
         if key in observed.sessions and key[0] not in gone and key not in owned.deleting:
+            device = observed.sessions[key].config.ifname or ""
+            own = _own_device(device, key, observed, owned, session_links)
             plan.add(
                 Op.DELETE_SESSION,
                 f"session {key[0]}/{key[1]}",
                 "no longer declared",
                 tunnel_id=key[0],
                 session_id=key[1],
+                links=(device,) if own else (),
             )
-    session_links = {s.config.ifname for s in observed.sessions.values()}
     for key, want in sorted(desired.sessions.items()):
         subject = session_subject(want.name)
         tunnel = desired.tunnels[key[0]]
@@ -235,12 +273,25 @@ def _sessions(
             continue
         if creating:
             name = want.config.ifname
-            if name and name in observed.links and name not in session_links:
+            holders = [k for k in session_links.get(name or "", ()) if k != key]
+            holder = holders[0] if holders else None
+            if name and name in owned.deleting_links:
+                plan.pending.add(subject)  # the device of a session we deleted is still going
+                continue
+            if holder is not None and all(k in owned.sessions for k in holders):
+                plan.pending.add(subject)  # another session of ours has it: it is being replaced
+                continue
+            if name and name in observed.links:
+                whose = (
+                    f"the device of session {holder[1]} in tunnel {holder[0]}, which"
+                    if holder is not None
+                    else "an interface"
+                )
                 plan.findings.append(
                     Finding(
                         subject,
                         "Conflict",
-                        f"interface name {name} is taken by an interface kube-l2tp did not"
+                        f"interface name {name} is taken by {whose} kube-l2tp did not"
                         " create: rename or delete it, or choose another interfaceName",
                     )
                 )
@@ -262,9 +313,12 @@ def _sessions(
             continue
         assert have is not None
         changed = session_changes(want.config, have.config, owned.l2spec.get(key))
-        if have.config.ifname not in observed.links:
+        ifname = have.config.ifname or ""
+        own = _own_device(ifname, key, observed, owned, session_links)
+        if not own:
             # Deleted or renamed outside the agent: the session lives on without its device
-            # (l2tp_eth_dev_uninit) and only a new session gets a new one.
+            # (l2tp_eth_dev_uninit) and only a new session gets a new one. A link that took
+            # the name since (another kind, another index) is someone else's: never touched.
             changed.append("interface deleted or renamed outside the agent")
         if changed:
             plan.add(
@@ -273,10 +327,17 @@ def _sessions(
                 f"replace: {', '.join(changed)} changed",
                 tunnel_id=key[0],
                 session_id=key[1],
+                links=(ifname,) if own else (),
             )
             plan.pending.add(subject)
             continue
-        if _seq_differs(want.config, have.config, owned.seq.get(key)):
+        if _kernel_turned_send_seq_off(want.config, have.config, owned.seq.get(key)):
+            plan.notes[subject] = (
+                "sequencing: the kernel stopped sending sequence numbers because the peer sends"
+                " frames without them (LAC mode, RFC 3931 5.4); kube-l2tp leaves it so: configure"
+                " the peer to number its frames, or declare sequencing none or recv"
+            )
+        elif _seq_differs(want.config, have.config, owned.seq.get(key)):
             plan.add(
                 Op.MODIFY_SESSION,
                 subject,
@@ -285,9 +346,46 @@ def _sessions(
                 tunnel_id=key[0],
                 session_id=key[1],
             )
-        ifname = have.config.ifname or ""
         links[key] = (ifname, observed.links.get(ifname))
     return links
+
+
+def _own_device(
+    ifname: str,
+    key: tuple[int, int],
+    observed: Observed,
+    owned: Owned,
+    session_links: dict[str, list[tuple[int, int]]],
+) -> bool:
+    """Whether the link named like session ``key``'s device is that device.
+
+    A session keeps its device's name after the device is deleted, so the name alone proves
+    nothing: the link must be of a session device's kind (l2tp_eth sets none on 6.1), no other
+    session may report the name, and its index must be the one recorded when first seen.
+    """
+    link = observed.links.get(ifname)
+    if link is None or link.kind not in ("", "l2tp"):
+        return False
+    if session_links.get(ifname, [key]) != [key]:
+        return False
+    known = owned.ifindex.get(ifname)
+    return known is None or known == link.index
+
+
+def _kernel_turned_send_seq_off(
+    want: SessionConfig, have: SessionConfig, applied: tuple[bool, bool] | None
+) -> bool:
+    """A LAC-mode session that receives a frame without sequence numbers stops sending them
+    (l2tp_recv_common; only with recv_seq off, else the frame is dropped first). Turning it on
+    again at every reconcile would fight a peer that never numbers its frames: the agent
+    leaves the kernel's choice and says so (README, "Sequencing")."""
+    return (
+        want.send_seq
+        and not have.send_seq
+        and not want.recv_seq
+        and have.recv_seq == want.recv_seq
+        and applied == (True, False)
+    )
 
 
 def _seq_differs(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kube_l2tp.core.desired import Desired, Owned
 from kube_l2tp.core.plan import (
@@ -47,17 +48,62 @@ class Result:
     rounds: int = 0
     results: dict[str, ObjectResult] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # subject -> last error
+    # Why no object was judged (the kernel's state could not be read completely, e.g. link
+    # dumps interrupted again and again while a large tunnel's interfaces go): keep the last
+    # verdicts and try again soon. Empty when ``results`` is the verdict.
+    incomplete: str = ""
 
     @property
     def converged(self) -> bool:
         return all(r.ready for r in self.results.values())
 
 
-def observe(kernel: KernelPort, *, links: bool = True) -> Observed:
-    """One dump of each table; links only when asked (see needs_links)."""
-    return Observed.of(
-        kernel.dump_tunnels(), kernel.dump_sessions(), kernel.dump_links() if links else ()
-    )
+def observe(kernel: KernelPort, owned: Owned | None = None, *, links: bool = True) -> Observed:
+    """One dump of each table (links only when asked, see needs_links); then each owned tunnel
+    or session the dumps left out is asked for by id before it is taken as gone.
+
+    Kernels 6.1 to 6.11 resume a multi-part L2TP dump by position (l2tp_tunnel_get_nth): a dump
+    made while tunnels are being deleted skips live ones. Taking a skipped tunnel as gone made
+    the agent re-create it (EEXIST) and disown it; forgetting one no longer declared leaked it.
+    """
+    tunnels = kernel.dump_tunnels()
+    sessions = kernel.dump_sessions()
+    if owned is not None:
+        seen = {t.config.tunnel_id for t in tunnels}
+        for tid in sorted(owned.tunnels - seen):
+            found = kernel.get_tunnel(tid)
+            if found is not None:
+                tunnels.append(found)
+                seen.add(tid)
+        have = {(s.config.tunnel_id, s.config.session_id) for s in sessions}
+        for key in sorted(owned.sessions - have):
+            if key[0] in seen:
+                got = kernel.get_session(*key)
+                if got is not None:
+                    sessions.append(got)
+    return Observed.of(tunnels, sessions, kernel.dump_links() if links else ())
+
+
+OBSERVE_ATTEMPTS = 5
+
+
+def observe_patiently(
+    kernel: KernelPort,
+    owned: Owned,
+    links: bool,
+    sleep: Callable[[float], None],
+) -> Observed:
+    """observe(), retried with a growing pause while the kernel says "try again" (BUSY: a link
+    dump interrupted by interfaces coming and going, a full socket buffer); any other error,
+    or BUSY after OBSERVE_ATTEMPTS, is raised."""
+    for attempt in range(1, OBSERVE_ATTEMPTS + 1):
+        try:
+            return observe(kernel, owned, links=links)
+        except KernelError as exc:
+            if exc.outcome is not Outcome.BUSY or attempt == OBSERVE_ATTEMPTS:
+                raise
+            sleep(0.1 * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
 
 
 def needs_links(desired: Desired, owned: Owned) -> bool:
@@ -114,49 +160,123 @@ def forget_gone(owned: Owned, desired: Desired, observed: Observed) -> bool:
     owned.addresses = {
         name: addrs for name, addrs in owned.addresses.items() if name in observed.links and addrs
     }
-    return _sizes(owned) != before
+    if observed.links:  # not dumped this round: nothing known
+        owned.deleting_links = {n for n in owned.deleting_links if n in observed.links}
+    return _track_ifindex(owned, observed) or _sizes(owned) != before
 
 
-def _record(owned: Owned, action: Action, *, undo: bool = False) -> None:
-    """Mark (or, with undo, unmark) what a create/attach makes ours."""
+def _track_ifindex(owned: Owned, observed: Observed) -> bool:
+    """Record the index of each owned link when first seen; drop ownership of a name whose link
+    now has another index (deleted and made again by someone else). Returns whether changed."""
+    names = owned.bridges | owned.vlans | owned.ports.keys()
+    names |= {
+        s.config.ifname or ""
+        for key, s in observed.sessions.items()
+        if key in owned.sessions and key not in owned.deleting
+    }
+    dumped = bool(observed.links)  # else nothing is known of links this round
+    stale = [n for n in owned.ifindex if n not in names or (dumped and n not in observed.links)]
+    for name in stale:
+        del owned.ifindex[name]
+    changed = bool(stale)
+    for name in names:
+        link = observed.links.get(name)
+        if link is None:
+            continue
+        known = owned.ifindex.get(name)
+        if known is None:
+            owned.ifindex[name] = link.index
+            changed = True
+        elif known != link.index:
+            changed |= owned.addresses.pop(name, None) is not None
+            if name not in owned.bridges | owned.vlans | owned.ports.keys():
+                continue  # a session's device under another index: the plan replaces it
+            owned.bridges.discard(name)
+            owned.vlans.discard(name)
+            owned.ports.pop(name, None)
+            del owned.ifindex[name]
+            changed = True
+    return changed
+
+
+def _record(owned: Owned, action: Action) -> Callable[[], None]:
+    """Mark what a create/attach makes ours; returns what puts the record back as it was.
+
+    Undoing restores, never removes, what was owned before: a create of an owned object that
+    fails (EEXIST: a dump that skipped it) must not disown it.
+    """
+    tid_sid = (action.tunnel_id, action.session_id)
+    before = (
+        action.tunnel_id in owned.tunnels,
+        tid_sid in owned.sessions,
+        owned.seq.get(tid_sid),
+        owned.l2spec.get(tid_sid),
+        action.ifname in owned.bridges,
+        action.ifname in owned.vlans,
+        owned.ports.get(action.ifname),
+        action.address in owned.addresses.get(action.ifname, ()),
+        owned.ifindex.get(action.ifname),
+    )
+    _mark(owned, action)
+
+    def undo() -> None:
+        had_tunnel, had_session, seq, l2spec, bridge, vlan, port, addr, index = before
+        op = action.op
+        if op is Op.CREATE_TUNNEL and not had_tunnel:
+            owned.tunnels.discard(action.tunnel_id)
+        if op is Op.CREATE_SESSION and not had_session:
+            owned.sessions.discard(tid_sid)
+        if op in (Op.CREATE_SESSION, Op.MODIFY_SESSION):
+            _put(owned.seq, tid_sid, seq)
+            _put(owned.l2spec, tid_sid, l2spec)
+        if op is Op.CREATE_BRIDGE and not bridge:
+            owned.bridges.discard(action.ifname)
+        if op is Op.CREATE_VLAN and not vlan:
+            owned.vlans.discard(action.ifname)
+        if op in (Op.CREATE_BRIDGE, Op.CREATE_VLAN):
+            _put(owned.ifindex, action.ifname, index)
+        if op is Op.SET_MASTER and action.why.startswith("host port"):
+            _put(owned.ports, action.ifname, port)
+        if op is Op.ADD_ADDRESS and action.address is not None and not addr:
+            owned.addresses.get(action.ifname, set()).discard(action.address)
+
+    return undo
+
+
+def _put(record: dict[Any, Any], key: object, value: object) -> None:
+    if value is None:
+        record.pop(key, None)
+    else:
+        record[key] = value
+
+
+def _mark(owned: Owned, action: Action) -> None:
     op = action.op
-    if op is Op.CREATE_TUNNEL:
-        (owned.tunnels.discard if undo else owned.tunnels.add)(action.tunnel_id)
-    elif op is Op.CREATE_SESSION:
-        key = (action.tunnel_id, action.session_id)
-        (owned.sessions.discard if undo else owned.sessions.add)(key)
-        _record_seq(owned, action, undo=undo)
-    elif op is Op.MODIFY_SESSION:
-        _record_seq(owned, action, undo=undo)
-    elif op is Op.CREATE_BRIDGE:
-        (owned.bridges.discard if undo else owned.bridges.add)(action.ifname)
-    elif op is Op.CREATE_VLAN:
-        (owned.vlans.discard if undo else owned.vlans.add)(action.ifname)
-    elif op is Op.SET_MASTER and action.why.startswith("host port"):
-        if undo:
-            owned.ports.pop(action.ifname, None)
-        else:
-            owned.ports[action.ifname] = action.master or ""
-    elif op is Op.ADD_ADDRESS and action.address is not None:
-        addrs = owned.addresses.setdefault(action.ifname, set())
-        (addrs.discard if undo else addrs.add)(action.address)
-
-
-def _record_seq(owned: Owned, action: Action, *, undo: bool) -> None:
     key = (action.tunnel_id, action.session_id)
-    if undo:
-        owned.seq.pop(key, None)
-        if action.op is Op.CREATE_SESSION:
-            owned.l2spec.pop(key, None)
-    elif action.session is not None:
-        owned.seq[key] = (action.session.send_seq, action.session.recv_seq)
-        if action.op is Op.CREATE_SESSION:
+    if op is Op.CREATE_TUNNEL:
+        owned.tunnels.add(action.tunnel_id)
+    elif op in (Op.CREATE_SESSION, Op.MODIFY_SESSION) and action.session is not None:
+        if op is Op.CREATE_SESSION:
+            owned.sessions.add(key)
+            owned.ifindex.pop(action.session.ifname or "", None)  # recorded when first seen
             owned.l2spec[key] = action.session.l2spec_type
+        owned.seq[key] = (action.session.send_seq, action.session.recv_seq)
+    elif op is Op.CREATE_BRIDGE:
+        owned.bridges.add(action.ifname)
+        owned.ifindex.pop(action.ifname, None)  # a new link: its index is recorded when seen
+    elif op is Op.CREATE_VLAN:
+        owned.vlans.add(action.ifname)
+        owned.ifindex.pop(action.ifname, None)
+    elif op is Op.SET_MASTER and action.why.startswith("host port"):
+        owned.ports[action.ifname] = action.master or ""
+    elif op is Op.ADD_ADDRESS and action.address is not None:
+        owned.addresses.setdefault(action.ifname, set()).add(action.address)
 
 
 def _forget(owned: Owned, action: Action) -> None:
     """After a successful delete/release. A deleted tunnel or session stays owned, marked as
     going away, until the kernel stops reporting it (forget_gone): only then is its id free."""
+    owned.deleting_links.update(action.links)
     if action.op is Op.DELETE_TUNNEL:  # its sessions' seq/l2spec records: _forget_sessions_of
         owned.deleting.add((action.tunnel_id, 0))
     elif action.op is Op.DELETE_SESSION:
@@ -240,21 +360,26 @@ def apply(
     save: Callable[[Owned], None],
     failures: dict[str, str],
     deleted: set[tuple[int, int]],
-) -> tuple[int, set[str]]:
-    """Apply a plan; returns (writes, subjects to retry next round)."""
+) -> tuple[int, dict[str, str]]:
+    """Apply a plan; returns (writes, subjects to retry next round -> why).
+
+    Whatever one action raises fails that action's object only: a KernelError with its
+    outcome, anything else (a bug, an input the kernel codec refuses) as an internal error.
+    """
     actions = plan.ordered()
-    for action in actions:
+    undo: dict[int, Callable[[], None]] = {}
+    for i, action in enumerate(actions):
         if action.op in _CREATES or action.op in (Op.SET_MASTER, Op.ADD_ADDRESS, Op.MODIFY_SESSION):
-            _record(owned, action)
+            undo[i] = _record(owned, action)
     save(owned)
     failed: set[str] = set()
-    retry: set[str] = set()
+    retry: dict[str, str] = {}
     tunnels_deleted: set[int] = set()
     writes = 0
-    for action in actions:
+    for i, action in enumerate(actions):
         blocked = action.depends and (action.depends in failed or action.depends in failures)
         if action.subject in failed or blocked:
-            _record(owned, action, undo=True)
+            undo.get(i, _nothing)()
             continue
         try:
             _execute(kernel, action)
@@ -266,34 +391,70 @@ def apply(
                 tunnels_deleted.add(action.tunnel_id)
         except KernelError as exc:
             writes += 1
-            _record(owned, action, undo=True)
+            undo.get(i, _nothing)()
             failed.add(action.subject)
-            # The kernel deletes tunnels (and, since 6.12, sessions) asynchronously: re-creating
-            # one the agent just deleted can meet EEXIST for a moment.
-            just_deleted = (action.tunnel_id, 0) in deleted or (
-                action.tunnel_id,
-                action.session_id,
-            ) in deleted
-            # What a write builds on (a session's tunnel, a link) can vanish between the round's
-            # dump and the write: deleted outside the agent and still being torn down when
-            # dumped. The next round's dump shows what is left, and plans from it.
-            vanished = exc.outcome is Outcome.NOT_FOUND and action.op in _BUILDS_ON
-            transient = (
-                exc.outcome is Outcome.BUSY
-                or vanished
-                or (
-                    exc.outcome is Outcome.EXISTS
-                    and action.op in (Op.CREATE_TUNNEL, Op.CREATE_SESSION)
-                    and just_deleted
-                )
-            )
-            if transient:
-                retry.add(action.subject)
+            if _transient(action, exc, owned, deleted, i in undo and _was_owned(action, owned)):
+                retry[action.subject] = f"{action.describe()}: {exc}"
             else:
                 failures[action.subject] = f"{action.describe()}: {exc}"
+        except Exception as exc:
+            undo.get(i, _nothing)()
+            failed.add(action.subject)
+            failures[action.subject] = (
+                f"{action.describe()}: internal error ({type(exc).__name__}: {exc}); the other"
+                " objects are not affected: report this as a bug of kube-l2tp"
+            )
     _forget_sessions_of(owned, tunnels_deleted)
     save(owned)
     return writes, retry
+
+
+def _nothing() -> None:
+    pass
+
+
+def _was_owned(action: Action, owned: Owned) -> bool:
+    """After its undo: whether the object a create failed on is (still) recorded as ours."""
+    if action.op is Op.CREATE_TUNNEL:
+        return action.tunnel_id in owned.tunnels
+    if action.op is Op.CREATE_SESSION:
+        return (action.tunnel_id, action.session_id) in owned.sessions
+    return action.ifname in owned.bridges or action.ifname in owned.vlans
+
+
+def _transient(
+    action: Action,
+    exc: KernelError,
+    owned: Owned,
+    deleted: set[tuple[int, int]],
+    owned_before: bool,
+) -> bool:
+    """Whether a failed write is retried next round instead of failing its object."""
+    if exc.outcome is Outcome.BUSY:
+        return True
+    # What a write builds on (a session's tunnel, a link) can vanish between the round's dump
+    # and the write: deleted outside the agent and still being torn down when dumped. The next
+    # round's dump shows what is left, and plans from it.
+    if exc.outcome is Outcome.NOT_FOUND and action.op in _BUILDS_ON:
+        return True
+    if action.op not in _CREATES:
+        return False
+    tunnel_deleting = any(s == 0 for _, s in deleted) or any(s == 0 for _, s in owned.deleting)
+    if exc.outcome is Outcome.EXISTS:
+        # An owned object a dump did not show: look again (the next observe asks by id). And
+        # the kernel deletes tunnels (and, since 6.12, sessions and their devices)
+        # asynchronously: re-creating what the agent just deleted can meet EEXIST for a moment.
+        just_deleted = (action.tunnel_id, 0) in deleted or (
+            action.tunnel_id,
+            action.session_id,
+        ) in deleted
+        name = action.session.ifname if action.session is not None else None
+        return owned_before or just_deleted or (name is not None and name in owned.deleting_links)
+    # A deleted UDP tunnel's socket is released by the kernel's delete work, after the delete
+    # returned: a new tunnel id on the same local address and port meets EADDRINUSE until then.
+    return (
+        exc.outcome is Outcome.ADDRESS_IN_USE and action.op is Op.CREATE_TUNNEL and tunnel_deleting
+    )
 
 
 def reconcile(
@@ -303,12 +464,17 @@ def reconcile(
     save: Callable[[Owned], None] = lambda _: None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Result:
-    """Converge the kernel to ``desired``; touches only what ``owned`` records (and updates it)."""
+    """Converge the kernel to ``desired``; touches only what ``owned`` records (and updates it).
+
+    A kernel that cannot be read fails every object (no L2TP, no permission); one whose dumps
+    keep being interrupted (BUSY) leaves the result ``incomplete``, judging no object.
+    """
     result = Result()
     deleted: set[tuple[int, int]] = set()
+    retrying: dict[str, str] = {}
     plan = Plan()
     try:
-        observed = observe(kernel, links=needs_links(desired, owned))
+        observed = observe_patiently(kernel, owned, needs_links(desired, owned), sleep)
     except KernelError as exc:  # no L2TP in this kernel, no permission: every object says so
         return unreachable(desired, exc)
     for attempt in range(1, MAX_ROUNDS + 1):
@@ -316,30 +482,34 @@ def reconcile(
             save(owned)
         plan = make_plan(desired, observed, owned)
         actions = [a for a in plan.actions if a.subject not in result.failures]
-        waiting = bool(plan.pending and owned.deleting)  # the kernel is still deleting
+        waiting = bool(plan.pending and (owned.deleting or owned.deleting_links))
         if not actions and not waiting:
             break
         plan.actions = actions
-        retry: set[str] = set()
+        retry: dict[str, str] = {}
         if actions:
             result.rounds += 1
             writes, retry = apply(kernel, plan, owned, save, result.failures, deleted)
             result.writes += writes
+            retrying.update(retry)
         if retry or waiting:
             sleep(0.05 * attempt)  # let the kernel finish deleting a replaced object
         try:
-            observed = observe(kernel, links=needs_links(desired, owned))
+            observed = observe_patiently(kernel, owned, needs_links(desired, owned), sleep)
         except KernelError as exc:
             return unreachable(desired, exc, result.writes)
     else:  # out of rounds: judge the objects by the state the last round left
         forget_gone(owned, desired, observed)
         plan = make_plan(desired, observed, owned)
-    result.results = _results(desired, observed, plan, result.failures)
+    result.results = _results(desired, observed, plan, result.failures, retrying)
     return result
 
 
 def unreachable(desired: Desired, exc: KernelError, writes: int = 0) -> Result:
-    """Every object fails with the same reason when the kernel cannot even be read."""
+    """Every object fails with the same reason when the kernel cannot even be read; a kernel
+    that only said "try again" (BUSY) judges no object: the result is incomplete."""
+    if exc.outcome is Outcome.BUSY:
+        return Result(writes=writes, incomplete=f"{exc}")
     reason = "KernelUnsupported" if exc.outcome is Outcome.NOT_SUPPORTED else "KernelError"
     subjects = [tunnel_subject(t.name) for t in desired.tunnels.values()]
     subjects += [session_subject(s.name) for s in desired.sessions.values()]
@@ -349,7 +519,11 @@ def unreachable(desired: Desired, exc: KernelError, writes: int = 0) -> Result:
 
 
 def _results(
-    desired: Desired, observed: Observed, plan: Plan, failures: dict[str, str]
+    desired: Desired,
+    observed: Observed,
+    plan: Plan,
+    failures: dict[str, str],
+    retrying: dict[str, str] | None = None,
 ) -> dict[str, ObjectResult]:
     findings: dict[str, Finding] = {}
     for f in plan.findings:
@@ -365,7 +539,12 @@ def _results(
         if subject in findings:
             return False, findings[subject].reason, findings[subject].message
         if subject in busy or not exists:
-            return False, "Progressing", "not converged yet"
+            last = (retrying or {}).get(subject)
+            return (
+                False,
+                "Progressing",
+                f"not converged yet (retrying: {last})" if last else ("not converged yet"),
+            )
         return True, "Programmed", "programmed in the kernel"
 
     failed_tunnels = set()
@@ -392,6 +571,6 @@ def _results(
             interface=ifname,
             ifindex=link.index if link else 0,
             mtu=link.mtu if link else 0,
-            ignored=s.ignored,
+            ignored=s.ignored + ((plan.notes[subject],) if subject in plan.notes else ()),
         )
     return out

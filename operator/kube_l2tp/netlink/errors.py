@@ -12,6 +12,7 @@ import errno as _errno
 from pyroute2.netlink.exceptions import NetlinkDumpInterrupted
 
 from kube_l2tp.core.state import KernelError, Outcome
+from kube_l2tp.netlink.rtdump import DumpInterruptedError
 
 _OUTCOMES: dict[int, Outcome] = {
     _errno.EEXIST: Outcome.EXISTS,
@@ -24,6 +25,7 @@ _OUTCOMES: dict[int, Outcome] = {
     _errno.EBUSY: Outcome.BUSY,
     _errno.EAGAIN: Outcome.BUSY,
     _errno.EINTR: Outcome.BUSY,  # a dump interrupted by a concurrent change (NLM_F_DUMP_INTR)
+    _errno.ENOBUFS: Outcome.BUSY,  # a netlink socket's receive buffer ran over: ask again
     _errno.EADDRNOTAVAIL: Outcome.ADDRESS_NOT_AVAILABLE,
     _errno.EADDRINUSE: Outcome.ADDRESS_IN_USE,
     _errno.ENETUNREACH: Outcome.NETWORK_UNREACHABLE,
@@ -43,7 +45,7 @@ def error_number(exc: BaseException) -> int:
 
     pyroute2 raises an interrupted dump with code -1, which must not read as EPERM: it is EINTR.
     """
-    if isinstance(exc, NetlinkDumpInterrupted):
+    if isinstance(exc, (NetlinkDumpInterrupted, DumpInterruptedError)):
         return _errno.EINTR
     code = getattr(exc, "code", None)
     if not isinstance(code, int):

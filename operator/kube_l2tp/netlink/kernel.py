@@ -82,6 +82,12 @@ class Kernel:
     def dump_links(self) -> list[ObservedLink]:
         return self.links.dump()
 
+    def get_tunnel(self, tunnel_id: int) -> ObservedTunnel | None:
+        return self.l2tp.get_tunnel(tunnel_id)
+
+    def get_session(self, tunnel_id: int, session_id: int) -> ObservedSession | None:
+        return self.l2tp.get_session(tunnel_id, session_id)
+
     def create_tunnel(self, cfg: TunnelConfig) -> None:
         self.l2tp.create_tunnel(cfg)
 

@@ -20,6 +20,7 @@ Names and numbers follow include/uapi/linux/l2tp.h and net/l2tp/l2tp_netlink.c (
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import operator
 import os
@@ -296,7 +297,10 @@ def session_create_attrs(cfg: SessionConfig) -> list[Attr]:
         if len(cookie) not in (0, 4, 8):
             raise ValueError(f"{name} must be 4 or 8 bytes, not {len(cookie)}")
     if cfg.ifname is not None and not 0 < len(cfg.ifname.encode()) < IFNAMSIZ:
-        raise ValueError(f"interface name {cfg.ifname!r} must be 1..{IFNAMSIZ - 1} bytes")
+        raise ValueError(
+            f"interface name {cfg.ifname!r} is {len(cfg.ifname.encode())} bytes in UTF-8;"
+            f" Linux allows 1..{IFNAMSIZ - 1}: choose a shorter interfaceName"
+        )
     l2spec = {"none": L2TP_L2SPECTYPE_NONE, "default": L2TP_L2SPECTYPE_DEFAULT}[cfg.l2spec_type]
     attrs: list[Attr] = [
         ("L2TP_ATTR_CONN_ID", cfg.tunnel_id),
@@ -862,6 +866,23 @@ def _resolve_family(sock: socket.socket) -> _Family:
     return _Family(reply.get_attr("CTRL_ATTR_FAMILY_ID"), groups)
 
 
+@contextlib.contextmanager
+def _as_kernel_errors(operation: str, subject: Mapping[str, object]) -> Iterator[None]:
+    """Everything a call on the L2TP socket can raise, as a KernelError naming ``operation``:
+    the kernel's error answer, the socket's own errors (ENOBUFS: a full receive buffer;
+    EMSGSIZE: an answer larger than the buffer), a request the codec refuses (ValueError:
+    an interface name over 15 bytes) or a malformed answer. The agent then fails one object."""
+    try:
+        yield
+    except NetlinkReplyError as exc:
+        raise to_kernel_error(operation, exc.errno, subject, exc.message) from None
+    except OSError as exc:
+        code = exc.errno or _errno.EIO
+        raise to_kernel_error(operation, code, subject, exc.strerror or str(exc)) from exc
+    except ValueError as exc:
+        raise KernelError(operation, _errno.EINVAL, Outcome.INVALID, str(exc)) from exc
+
+
 class L2tp:
     """The L2TP genl family on one blocking socket of the caller's network namespace.
 
@@ -938,13 +959,14 @@ class L2tp:
 
     def _request(
         self, operation: str, cmd: int, attrs: list[Attr], subject: Mapping[str, object]
-    ) -> None:
-        seq = self._send(cmd, attrs, NLM_F_REQUEST | NLM_F_ACK)
-        try:
-            for _ in iter_messages(self._replies(seq)):
+    ) -> list[bytes]:
+        """Send one request and wait for its ack; returns the reply chunks (a GET's answer)."""
+        with _as_kernel_errors(operation, subject):
+            seq = self._send(cmd, attrs, NLM_F_REQUEST | NLM_F_ACK)
+            chunks = list(self._replies(seq))
+            for _ in iter_spans(chunks):
                 pass
-        except NetlinkReplyError as exc:
-            raise to_kernel_error(operation, exc.errno, subject, exc.message) from None
+            return chunks
 
     def dump_raw(self, cmd: int) -> list[bytes]:
         """The raw reply chunks of one NLM_F_DUMP of ``cmd`` (for decoding, tests, captures)."""
@@ -954,28 +976,75 @@ class L2tp:
     # -- the port --
 
     def dump_tunnels(self) -> list[ObservedTunnel]:
-        try:
+        with _as_kernel_errors("dump_tunnels", {}):
             return decode_tunnels(self.dump_raw(L2TP_CMD_TUNNEL_GET))
-        except NetlinkReplyError as exc:
-            raise to_kernel_error("dump_tunnels", exc.errno, {}, exc.message) from None
 
     def dump_sessions(self) -> list[ObservedSession]:
         """All sessions of the namespace in one dump: names, cookies, seq flags, counters."""
-        try:
+        with _as_kernel_errors("dump_sessions", {}):
             return decode_sessions(self.dump_raw(L2TP_CMD_SESSION_GET))
-        except NetlinkReplyError as exc:
-            raise to_kernel_error("dump_sessions", exc.errno, {}, exc.message) from None
 
     def dump_counters(self) -> tuple[list[TunnelCounters], list[SessionCounters]]:
         """Ids, interface names and counters of every tunnel and session: one dump of each.
 
         What a scrape reads: nothing else is decoded and no object is made per session.
         """
-        try:
+        with _as_kernel_errors("dump_counters", {}):
             tunnels = decode_tunnel_counters(self.dump_raw(L2TP_CMD_TUNNEL_GET))
             return tunnels, decode_session_counters(self.dump_raw(L2TP_CMD_SESSION_GET))
-        except NetlinkReplyError as exc:
-            raise to_kernel_error("dump_counters", exc.errno, {}, exc.message) from None
+
+    def get_tunnel(self, tunnel_id: int) -> ObservedTunnel | None:
+        """The tunnel by id (L2TP_CMD_TUNNEL_GET, not a dump); None if the kernel has none."""
+        subject = {"tunnel_id": tunnel_id}
+        try:
+            chunks = self._request(
+                "get_tunnel", L2TP_CMD_TUNNEL_GET, tunnel_delete_attrs(tunnel_id), subject
+            )
+        except KernelError as exc:
+            if exc.outcome is Outcome.NOT_FOUND:
+                return None
+            raise
+        with _as_kernel_errors("get_tunnel", subject):
+            found = [t for t in decode_tunnels(chunks) if t.config.tunnel_id == tunnel_id]
+        return found[0] if found else None
+
+    def get_session(self, tunnel_id: int, session_id: int) -> ObservedSession | None:
+        """The session by (tunnel, session) id; None if the kernel has none.
+
+        Since 6.10 the kernel looks an L2TPv3 session up by its id alone when the id is unique
+        in the namespace (l2tp_v3_session_get): asked for (T, S) after T's session S went, it
+        answers with another tunnel's session S. Only an answer from tunnel T counts.
+        """
+        subject = {"tunnel_id": tunnel_id, "session_id": session_id}
+        try:
+            chunks = self._request(
+                "get_session",
+                L2TP_CMD_SESSION_GET,
+                session_delete_attrs(tunnel_id, session_id),
+                subject,
+            )
+        except KernelError as exc:
+            if exc.outcome is Outcome.NOT_FOUND:
+                return None
+            raise
+        with _as_kernel_errors("get_session", subject):
+            found = [
+                s
+                for s in decode_sessions(chunks)
+                if (s.config.tunnel_id, s.config.session_id) == (tunnel_id, session_id)
+            ]
+        return found[0] if found else None
+
+    def _session_is_there(self, operation: str, tunnel_id: int, session_id: int) -> None:
+        """Refuse ``operation`` on (T, S) unless tunnel T has session S: on 6.10 and later the
+        kernel would act on another tunnel's session S if T's went in between (get_session)."""
+        if self.get_session(tunnel_id, session_id) is None:
+            raise KernelError(
+                operation,
+                _errno.ENODEV,
+                Outcome.NOT_FOUND,
+                f"session {session_id} in tunnel {tunnel_id} does not exist",
+            )
 
     def create_tunnel(self, cfg: TunnelConfig) -> None:
         subject = {
@@ -984,7 +1053,9 @@ class L2tp:
             "remote": cfg.remote,
             "udp_sport": cfg.udp_sport if cfg.encap == "udp" else None,
         }
-        self._request("create_tunnel", L2TP_CMD_TUNNEL_CREATE, tunnel_create_attrs(cfg), subject)
+        with _as_kernel_errors("create_tunnel", subject):
+            attrs = tunnel_create_attrs(cfg)
+        self._request("create_tunnel", L2TP_CMD_TUNNEL_CREATE, attrs, subject)
 
     def delete_tunnel(self, tunnel_id: int, *, wait: float = 0.0) -> None:
         """Deletes the tunnel and, with it, its sessions and their interfaces.
@@ -1015,22 +1086,16 @@ class L2tp:
 
     def tunnel_exists(self, tunnel_id: int) -> bool:
         """Whether the kernel still knows ``tunnel_id`` (L2TP_CMD_TUNNEL_GET, not a dump)."""
-        seq = self._send(
-            L2TP_CMD_TUNNEL_GET, tunnel_delete_attrs(tunnel_id), NLM_F_REQUEST | NLM_F_ACK
-        )
-        try:
-            commands = [cmd for cmd, *_ in iter_spans(self._replies(seq))]  # up to the ack
-        except NetlinkReplyError as exc:
-            if exc.errno == _errno.ENODEV:
-                return False
-            raise to_kernel_error("tunnel_exists", exc.errno, {"tunnel_id": tunnel_id}) from None
-        return L2TP_CMD_TUNNEL_GET in commands
+        return self.get_tunnel(tunnel_id) is not None
 
     def create_session(self, cfg: SessionConfig) -> None:
         subject = {"tunnel_id": cfg.tunnel_id, "session_id": cfg.session_id, "ifname": cfg.ifname}
-        self._request("create_session", L2TP_CMD_SESSION_CREATE, session_create_attrs(cfg), subject)
+        with _as_kernel_errors("create_session", subject):
+            attrs = session_create_attrs(cfg)
+        self._request("create_session", L2TP_CMD_SESSION_CREATE, attrs, subject)
 
     def delete_session(self, tunnel_id: int, session_id: int) -> None:
+        self._session_is_there("delete_session", tunnel_id, session_id)
         self._request(
             "delete_session",
             L2TP_CMD_SESSION_DELETE,
@@ -1041,6 +1106,7 @@ class L2tp:
     def modify_session(
         self, tunnel_id: int, session_id: int, *, send_seq: bool, recv_seq: bool
     ) -> None:
+        self._session_is_there("modify_session", tunnel_id, session_id)
         self._request(
             "modify_session",
             L2TP_CMD_SESSION_MODIFY,

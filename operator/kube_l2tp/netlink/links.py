@@ -25,7 +25,7 @@ from typing import Any, Self
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP
 
-from kube_l2tp.core.state import Address, ObservedLink
+from kube_l2tp.core.state import Address, KernelError, ObservedLink, Outcome
 from kube_l2tp.netlink import rtdump, rtrequest
 from kube_l2tp.netlink.errors import kernel_error
 
@@ -68,11 +68,16 @@ class Links:
     # -- reading ---------------------------------------------------------------------------------
 
     def dump(self) -> list[ObservedLink]:
-        """Every link with its addresses (link-local IPv6 left out: the kernel makes those)."""
+        """Every link with its addresses (IPv6 link-local ones included: one can be declared).
+
+        An interrupted dump (links coming and going) is retried with a pause; if it keeps being
+        interrupted the KernelError's outcome is BUSY: try again later, nothing failed."""
         try:
             return self._dumper.dump()
         except (OSError, rtdump.DumpInterruptedError) as exc:
             raise kernel_error("dump links", exc) from exc
+        except (ValueError, struct.error) as exc:  # an answer that cannot be decoded
+            raise KernelError("dump links", errno.EIO, Outcome.OTHER, str(exc)) from exc
 
     # -- changing --------------------------------------------------------------------------------
 
@@ -131,6 +136,8 @@ class Links:
             answer = self._requests.send(build(self._requests.seq(), *args, **kwargs))
         except OSError as exc:
             raise kernel_error(operation, exc) from exc
+        except (ValueError, struct.error) as exc:  # a request the codec cannot encode
+            raise KernelError(operation, errno.EINVAL, Outcome.INVALID, str(exc)) from exc
         error = answer.error()
         if error is not None:
             raise kernel_error(operation, error) from error
@@ -238,8 +245,6 @@ def _address_of(msg: _Msg) -> Address | None:
     if local is None:
         return None
     local_ip = ipaddress.ip_address(local)
-    if local_ip.version == 6 and local_ip.is_link_local:
-        return None
     peer = None
     if address is not None and ipaddress.ip_address(address) != local_ip:
         peer = f"{ipaddress.ip_address(address)}/{prefixlen}"
@@ -252,19 +257,31 @@ def _address_parts(
     ipaddress.IPv4Interface | ipaddress.IPv6Interface,
     ipaddress.IPv4Address | ipaddress.IPv6Address | None,
 ]:
-    """Our end and the peer, as ip addr add/del sends them (rtrequest.address_request).
+    """Our end and the peer, as ``ip addr add/del`` sends them (rtrequest.address_request).
 
-    With a peer the kernel keeps one prefix length, the peer's; a different one on our end would
-    be dropped silently and never match a dump, so it is refused here.
+    With a peer the kernel keeps one prefix length, and iproute2 sends the peer's
+    (ipaddr_modify: ifa_prefixlen = peer.bitlen; a peer without one is a host): so does this,
+    whatever our end's says. Anything unusable is a KernelError(INVALID) for this address only.
     """
-    local = ipaddress.ip_interface(addr.address)
-    peer = ipaddress.ip_interface(addr.peer) if addr.peer is not None else None
-    if peer is not None:
-        if peer.version != local.version:
-            raise ValueError(f"{_describe(addr)}: address and peer are of different families")
-        if peer.network.prefixlen != local.network.prefixlen:
-            raise ValueError(f"{_describe(addr)}: address and peer need the same prefix length")
-    return local, peer.ip if peer is not None else None
+    try:
+        local = ipaddress.ip_interface(addr.address)
+        if addr.peer is None:
+            return local, None
+        peer = ipaddress.ip_interface(
+            addr.peer if "/" in addr.peer else f"{addr.peer}/{local.max_prefixlen}"
+        )
+    except ValueError as exc:
+        raise KernelError(
+            f"address {_describe(addr)}", errno.EINVAL, Outcome.INVALID, str(exc)
+        ) from exc
+    if peer.version != local.version:
+        raise KernelError(
+            f"address {_describe(addr)}",
+            errno.EINVAL,
+            Outcome.INVALID,
+            "address and peer are of different families: declare both IPv4 or both IPv6",
+        )
+    return ipaddress.ip_interface(f"{local.ip}/{peer.network.prefixlen}"), peer.ip
 
 
 def _describe(addr: Address) -> str:

@@ -13,6 +13,7 @@ import errno
 import ipaddress
 import socket
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from typing import Final
 
@@ -149,16 +150,16 @@ def _ip_text(family: int, raw: bytes) -> str:
 
 def address_of(msg: bytes, offset: int, end: int) -> tuple[int, Address | None]:
     """(ifindex, address) of the RTM_NEWADDR whose payload is msg[offset:end]; IFA_LOCAL is our
-    end, IFA_ADDRESS the peer when they differ (ip-address(8)); IPv6 link-local addresses
-    (fe80::/10) are the kernel's, not ours."""
+    end, IFA_ADDRESS the peer when they differ (ip-address(8)). IPv6 link-local addresses
+    (fe80::/10) are reported too: one can be declared, and one left out never converged (the
+    agent re-added it at every reconcile and met EEXIST). The plan touches only declared and
+    owned addresses, so the kernel's own link-locals are left alone all the same."""
     family, prefixlen, _, _, index = _IFADDRMSG.unpack_from(msg, offset)
     attrs = _attrs(msg, offset + _IFADDRMSG.size, end, _ADDR_ATTRS)
     raw_address = attrs.get(IFA_ADDRESS)
     raw_local = attrs.get(IFA_LOCAL) or raw_address
     size = {socket.AF_INET: 4, socket.AF_INET6: 16}.get(family)
     if raw_local is None or size is None or len(raw_local) != size:
-        return index, None
-    if family == socket.AF_INET6 and raw_local[0] == 0xFE and raw_local[1] & 0xC0 == 0x80:
         return index, None
     peer = None
     if raw_address is not None and raw_address != raw_local and len(raw_address) == size:
@@ -209,7 +210,10 @@ class RtDumper:
             if _ends(chunk, self._seq):
                 return chunks, self._seq
 
-    def dump(self, attempts: int = 3) -> list[ObservedLink]:
+    def dump(self, attempts: int = 4, pause: float = 0.02) -> list[ObservedLink]:
+        """Links and addresses; a dump interrupted by links coming and going (NLM_F_DUMP_INTR,
+        e.g. while a large tunnel's interfaces unregister) is retried after a pause that
+        doubles, then DumpInterruptedError is raised (the caller backs off further)."""
         for attempt in range(attempts):
             links, seq_links = self.raw(RTM_GETLINK)
             addrs, seq_addrs = self.raw(RTM_GETADDR)
@@ -218,6 +222,7 @@ class RtDumper:
             except DumpInterruptedError:
                 if attempt == attempts - 1:
                     raise
+                time.sleep(pause * 2**attempt)
         raise AssertionError("unreachable")
 
 
