@@ -23,6 +23,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +313,22 @@ class _Composer:
         stack: list[_Frame] = []
         aliased = 0
         root: Any = None
+        scalar_event = yaml.ScalarEvent
         for event in events:
+            if type(event) is scalar_event:  # most events: checked first, and cheaply
+                self.values += 1
+                if self.values > MAX_VALUES:
+                    self._count(0, stack, event)
+                value = self._scalar(event, stack)
+                if event.anchor is not None:
+                    anchors[event.anchor] = (value, 1, 0)
+                if not stack:
+                    root = value
+                    continue
+                parent = stack[-1]
+                parent.size += 1
+                self._add(stack, value, event)
+                continue
             if isinstance(event, yaml.DocumentEndEvent):
                 return root
             depth = len(stack) + 1
@@ -354,11 +370,6 @@ class _Composer:
                         " (through aliases)"
                     )
                 self._count(size, stack, event)
-            elif isinstance(event, yaml.ScalarEvent):
-                self._count(1, stack, event)
-                value, size, deepest = self._scalar(event, stack), 1, 0
-                if event.anchor is not None:
-                    anchors[event.anchor] = (value, 1, 0)
             else:
                 continue
             if not stack:
@@ -419,8 +430,8 @@ class _Composer:
         if tag == "!" or (tag is None and not plain) or tag == _STR:
             return value
         if tag is None:
-            return _plain(value, _where(stack, event))
-        resolved = _plain(value, _where(stack, event)) if tag != _STR else value
+            return _plain_at(value, stack, event)
+        resolved = _plain_at(value, stack, event)
         want = {_INT: int, _FLOAT: float, _BOOL: bool, _NULL: type(None)}.get(tag)
         if want is None:
             raise _Error(f"{_where(stack, event)}: unsupported tag {echo(tag)}")
@@ -436,6 +447,30 @@ def _is_merge(event: Any, value: Any) -> bool:
     if isinstance(value, dict):
         return True
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _plain_at(text: str, stack: list[_Frame], event: Any) -> Any:
+    """_plain(), remembered for short texts (keys and values repeat across documents), with
+    the place named only when it is refused."""
+    if len(text) <= 100:
+        value, why = _resolved(text)
+    else:
+        try:
+            return _plain(text, "")
+        except _Error as exc:
+            value, why = None, str(exc).removeprefix(": ")
+    if why:
+        raise _Error(f"{_where(stack, event)}: {why}")
+    return value
+
+
+@lru_cache(maxsize=8192)
+def _resolved(text: str) -> tuple[Any, str]:
+    """(value, "") or (None, why refused): values are immutable, so sharing them is safe."""
+    try:
+        return _plain(text, ""), ""
+    except _Error as exc:
+        return None, str(exc).removeprefix(": ")
 
 
 def _plain(text: str, where: str) -> Any:
