@@ -90,6 +90,14 @@ def test_status_with_a_missing_directory_or_a_bad_file_says_so_in_one_line(
     assert any("bomb.yaml: " in line and "alias bomb" in line for line in lines), lines
 
 
+def replace(path: Path, content: bytes) -> None:
+    """Written whole, then renamed over: the agent never reads it half-written (an empty file
+    declares nothing and is valid)."""
+    part = path.with_suffix(".part")
+    part.write_bytes(content)
+    part.rename(path)
+
+
 def get(port: int, path: str) -> tuple[int, float]:
     started = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -119,22 +127,22 @@ def test_running_agent_answers_health_and_converges_beside_a_bomb(tmp_path: Path
     try:
         deadline = time.monotonic() + 60
         rewrites = 0
-        while time.monotonic() < deadline:
+        expected = ["binary.yaml", "bomb.yaml", "broken.yaml", "wide.yaml"]
+        done = False
+        while time.monotonic() < deadline and not done:
             status, seconds = get(port, "/healthz")
             assert status == 200
             latencies.append(seconds)
-            if 3000 in kernel.tunnels and rewrites >= 3:
-                break
+            snapshot = agent.snapshot
+            unread = sorted(Path(p.source).name for p in snapshot.unreadable) if snapshot else []
+            done = 3000 in kernel.tunnels and rewrites >= 3 and unread == expected
             if rewrites < 3:  # each rewrite makes the agent read the hostile files again
-                (directory / "bomb.yaml").write_text(BOMB + f"# {rewrites}\n")
-                (directory / "wide.yaml").write_bytes(WIDE + f"# {rewrites}\n".encode())
+                replace(directory / "bomb.yaml", BOMB.encode() + f"# {rewrites}\n".encode())
+                replace(directory / "wide.yaml", WIDE + f"# {rewrites}\n".encode())
                 rewrites += 1
             time.sleep(0.2)
         assert 3000 in kernel.tunnels, "the good file was not programmed"
-        snapshot = agent.snapshot
-        assert snapshot is not None
-        unread = sorted(Path(p.source).name for p in snapshot.unreadable)
-        assert unread == ["binary.yaml", "bomb.yaml", "broken.yaml", "wide.yaml"]
+        assert done, f"not all hostile files reported: {unread}"
     finally:
         agent.stop.set()
         agent.wake()
