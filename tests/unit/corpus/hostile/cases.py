@@ -5,8 +5,10 @@ Each case is one file (its bytes are built here, so that cases of megabytes or o
 levels need not be stored). ``level`` says who refuses it, for tests that hold other
 implementations to the same verdicts (the real API server: tests/apiserver):
 
-- ``read``: the reader (kubectl's reader refuses it too, or reads it differently from YAML 1.2);
-- ``schema``: the CRD's schema and CEL rules, i.e. the API server itself;
+- ``read``: the reader (kubectl refuses it too before sending it, or reads it differently
+  from YAML 1.2);
+- ``schema``: the API server itself (the CRD's schema and CEL rules, ObjectMeta's checks, the
+  kind's existence);
 - ``set``: the rules the admission webhook adds (cross-object, and what the kernel refuses);
 - ``valid``: accepted everywhere (``render`` must then print safe commands).
 
@@ -441,7 +443,7 @@ def _cases() -> list[Case]:
         Case(
             "kind-missing",
             docs({k: v for k, v in tunnel().items() if k != "kind"}),
-            "schema",
+            "read",
             "kind is missing",
         ),
         Case(
