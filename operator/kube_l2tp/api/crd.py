@@ -104,6 +104,11 @@ def endpoint_address(description: str, name: str) -> Schema:
                     " cannot be a tunnel endpoint",
                 ),
                 cel(
+                    f"!{matches(patterns.IPV4_MAPPED)}",
+                    f"{name} must not be an IPv4-mapped IPv6 address (::ffff:a.b.c.d): L2TP's"
+                    " IPv6 sockets are IPv6-only; write the IPv4 address itself",
+                ),
+                cel(
                     f"!{matches(patterns.IPV6_LINK_LOCAL)}",
                     f"{name} must not be an IPv6 link-local address (fe80::/10): a tunnel"
                     " socket has no interface scope; use a global or unique-local address",

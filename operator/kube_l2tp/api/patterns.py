@@ -39,6 +39,13 @@ IP_OPT_PREFIX = rf"^({_IPV4}(/{IPV4_PREFIX})?|({_IPV6})(/{IPV6_PREFIX})?)$"
 UNSPECIFIED = r"^(0\.0\.0\.0|[0:]+)$"
 MULTICAST_OR_BROADCAST = r"^(22[4-9]\..*|23[0-9]\..*|255\.255\.255\.255|[fF][fF][0-9a-fA-F]{2}:.*)$"
 IPV6_LINK_LOCAL = r"^[fF][eE][89aAbB][0-9a-fA-F]:.*$"
+# IPv4-mapped IPv6 (::ffff:0:0/96) in every spelling: five zero groups (some or all under "::"),
+# ffff, then the IPv4 part as two groups or dotted (or zeros under a "::" after ffff).
+_Z = "0{1,4}"
+IPV4_MAPPED = (
+    rf"^((({_Z}:){{0,4}}{_Z})?::({_Z}:){{0,4}}|({_Z}:){{5}})[fF]{{4}}:({_H16}:{_H16}|{_IPV4})$"
+    rf"|^({_Z}:){{5}}[fF]{{4}}:(:|:{_H16}|{_H16}::)$"
+)
 
 # Linux dev_valid_name(): 1..15 bytes (IFNAMSIZ 16 with NUL), no '/', ':', NUL or white space as
 # the kernel's ctype table has it (which includes byte 0xA0, inside many UTF-8 letters); not '.'

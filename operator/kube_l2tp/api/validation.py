@@ -177,17 +177,8 @@ IPV6_MIN_MTU = 1280
 
 def _kernel_rules(res: Resources) -> Iterable[Problem]:
     """What the schema's patterns accept but the kernel refuses, or cannot make work; checked
-    on addresses' values, not their spellings (2001:db8::1 is 2001:DB8:0::1)."""
-    for t in res.tunnels:
-        for field in ("local", "remote"):
-            addr = _ip(getattr(t, field))
-            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-                yield _t(
-                    t,
-                    f"spec.{field}",
-                    f"{addr} is an IPv4-mapped IPv6 address: L2TP's IPv6 sockets are IPv6-only"
-                    f" and cannot reach it; write the IPv4 address {addr.ipv4_mapped}",
-                )
+    on addresses' values, not their spellings (2001:db8::1 is 2001:DB8:0::1). (IPv4-mapped
+    endpoints are the CRD's: patterns.IPV4_MAPPED matches every spelling.)"""
     unnamed: dict[str, Session] = {}  # node -> a session left to the kernel's l2tpethN
     for s in res.sessions:
         tunnel = res.tunnel(s.tunnel_ref)

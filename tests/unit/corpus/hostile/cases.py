@@ -273,14 +273,14 @@ def _cases() -> list[Case]:
         Case(
             "ipv4-mapped-endpoint",
             docs(tunnel(local="::ffff:192.0.2.1", remote="::ffff:192.0.2.2")),
-            "set",
-            "IPv4-mapped IPv6 address",
+            "schema",
+            "must not be an IPv4-mapped IPv6 address",
         ),
         Case(
             "ipv4-mapped-endpoint-hex",
             docs(tunnel(local="0:0:0:0:0:ffff:c000:201", remote="2001:db8::2")),
-            "set",
-            "write the IPv4 address 192.0.2.1",
+            "schema",
+            "spec.local must not be an IPv4-mapped IPv6 address",
         ),
         Case(
             "ifname-16-bytes-8-chars",
