@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from kube_l2tp.api import manifests, validation
 from kube_l2tp.api.model import Resources, Session, Tunnel, Udp
 from kube_l2tp.core.allocation import (
     Allocation,
@@ -23,6 +24,8 @@ from kube_l2tp.core.allocation import (
     Request,
     allocate,
 )
+from kube_l2tp.core.pseudowire import API_VERSION as API
+from kube_l2tp.core.pseudowire import owned_objects
 
 NODES = {"n1": "192.0.2.1", "n2": "192.0.2.2", "n3": "192.0.2.3"}
 EXTERNAL = ["203.0.113.7", "203.0.113.8"]
@@ -249,3 +252,46 @@ def test_two_hundred_on_three_nodes_use_the_lowest_free_values() -> None:
 def _pair(res: Allocation | Exhausted) -> tuple[object, object]:
     assert isinstance(res, Allocation)
     return res.a, res.b
+
+
+@settings(max_examples=5, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(reqs=requests(), seed=st.integers(0, 2**32))
+def test_owned_objects_of_200_pseudowires_pass_validate_together(
+    reqs: list[Request], seed: int
+) -> None:
+    """The objects the operator will write for 200 pseudowires, beside hand-written ones, pass
+    the project's own validator as one set: ids and ports unique per node, and every
+    node-to-node pair mirrored (ports, ids, cookies), which validate checks across ends."""
+    hand = [
+        tunnel_doc(f"hand-{node}", node, NODES[node], EXTERNAL[0], tid=1, port=20000)
+        for node in sorted(NODES)
+    ]
+    existing = validation.check_documents(
+        [manifests.Document(f"hand#{i}", o) for i, o in enumerate(hand)]
+    ).resources
+    result = allocate(reqs, existing, {}, randbits=random.Random(seed).getrandbits)
+    objects = list(hand)
+    for req in reqs:
+        alloc = result[req.name]
+        assert isinstance(alloc, Allocation)
+        objects += owned_objects(req, alloc)
+    report = validation.check_documents(
+        [manifests.Document(f"pw#{i}", o) for i, o in enumerate(objects)]
+    )
+    assert not report.errors, [p.render() for p in report.errors[:5]]
+    in_cluster = sum((r.a.node is not None) + (r.b.node is not None) for r in reqs)
+    assert len(report.resources.tunnels) == in_cluster + len(hand)
+
+
+def tunnel_doc(
+    name: str, node: str, local: str, remote: str, tid: int, port: int
+) -> dict[str, object]:
+    spec = {
+        "nodeName": node,
+        "tunnelID": tid,
+        "peerTunnelID": tid,
+        "local": local,
+        "remote": remote,
+        "udp": {"sourcePort": port, "destinationPort": port},
+    }
+    return {"apiVersion": API, "kind": "L2TPTunnel", "metadata": {"name": name}, "spec": spec}
