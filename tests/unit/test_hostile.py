@@ -75,6 +75,7 @@ def test_case(case: Case, outcomes: dict[str, dict[str, Any]]) -> None:
     assert "Traceback" not in text, text[-3000:]
     for line in text.splitlines():
         assert len(line) <= 2100, f"{case.name}: a line of {len(line)} characters"
+        assert line.isprintable(), f"{case.name}: a control character reaches the terminal"
     if case.valid:
         assert code == 0, text
         assert "valid: " in err

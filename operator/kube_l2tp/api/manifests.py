@@ -225,13 +225,27 @@ def shape_problem(value: Any, max_depth: int = MAX_DEPTH, max_values: int = MAX_
                 for key in node:
                     if not isinstance(key, str):
                         return f"mapping key {echo(key)} is not a string"
+                    if not key.isascii() and _surrogate(key):
+                        return f"mapping key {echo(key)} {_surrogate(key)}"
                 stack.extend((sub, depth + 1) for sub in node.values())
             else:
                 stack.extend((sub, depth + 1) for sub in node)
+        elif isinstance(node, str):
+            if not node.isascii() and _surrogate(node):
+                return f"{echo(node)} {_surrogate(node)}"
         elif isinstance(node, float) and not math.isfinite(node):
             return f"{node} is not a JSON number: the API server refuses it"
         elif isinstance(node, int) and not isinstance(node, bool) and node.bit_length() > 64:
             return "an integer beyond 64 bits: the API server stores int64"
+    return ""
+
+
+def _surrogate(text: str) -> str:
+    """Why ``text`` is not Unicode text (a lone UTF-16 surrogate: JSON can write one), or ""."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds a lone UTF-16 surrogate at {exc.start}: not valid Unicode text"
     return ""
 
 

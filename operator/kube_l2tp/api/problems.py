@@ -35,7 +35,10 @@ class Problem:
 
 
 def _cut(text: str, limit: int) -> str:
-    """``text`` on one line, at most ``limit`` characters."""
+    """``text`` on one line, at most ``limit`` characters, with control characters (a line
+    break, a terminal's escape sequence) escaped as Python writes them."""
     if len(text) > limit:
         text = text[: limit - 3] + "..."
-    return text.replace("\n", "\\n").replace("\r", "\\r")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -532,3 +532,24 @@ def _cases() -> list[Case]:
 
 
 CASES = _cases()
+CASES += [
+    Case(
+        "json-lone-surrogate",
+        json.dumps(tunnel()).replace('"t1"', '"t1", "annotations": {"a": "\\ud800"}').encode(),
+        "read",
+        "holds a lone UTF-16 surrogate",
+        ".json",
+    ),
+    Case(
+        "yaml-lone-surrogate",
+        tunnel_text().replace(b"name: t1", b'name: "\\ud800"'),
+        "read",
+        "found invalid Unicode character escape code",
+    ),
+    Case(
+        "terminal-escape-in-name",
+        docs(tunnel("t1\x1b[2J\x1b[31mok")),
+        "schema",
+        "L2TPTunnel/t1\\x1b[2J\\x1b[31mok: metadata.name: must be a DNS subdomain",
+    ),
+]
