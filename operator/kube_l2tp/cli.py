@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a setting of the far end no manifest holds (e.g. networkd underlay-network=STEM)",
+        help="a far-end setting no manifest holds (e.g. cisco-ios-xe local-interface=Lo1)",
     )
     p.add_argument("--out", type=Path, help="with --profile networkd: write the files under DIR")
     p.set_defaults(func=cmd_render)

@@ -131,12 +131,12 @@ def test_networkd_netdev_is_systemds_own_example(example: str, udp: bool) -> Non
     assert ours[1][1]["Local"] == "192.0.2.1"
 
 
-def test_networkd_seed_files_and_underlay_dropin() -> None:
+def test_networkd_seed_files() -> None:
     """The seed's site-b from site-a's manifests, as networkd files."""
-    res = render_far_end(resources(*_seed_a()), "networkd", options={"underlay-network": "10-eth0"})
+    res = render_far_end(resources(*_seed_a()), "networkd")
     assert not isinstance(res, Refused)
     files = {o.path: o.text for o in res.outputs}
-    assert files["10-eth0.network.d/60-kube-l2tp.conf"].endswith("[Network]\nL2TP=l2tpt4000\n")
+    assert sorted(files) == ["60-kube-l2tp-l2tpeth0.network", "60-kube-l2tp-l2tpt4000.netdev"]
     network = files["60-kube-l2tp-l2tpeth0.network"]
     assert network == (
         "[Match]\nName=l2tpeth0\n\n[Link]\nMTUBytes=1488\n\n"
@@ -214,7 +214,7 @@ def test_a_hostile_interface_name_never_reaches_the_output(profile: str, name: s
     [
         ("cisco-ios-xe", "local-interface", "Loopback0\nshutdown"),
         ("cisco-ios-xe", "attachment-interface", "Gi1 ; reload"),
-        ("networkd", "underlay-network", "../../etc/passwd"),
+        ("networkd", "underlay-network", "10-eth0"),
         ("mikrotik", "anything", "x"),
     ],
 )

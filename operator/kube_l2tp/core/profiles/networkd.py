@@ -1,17 +1,17 @@
 """``networkd``: the far end as systemd-networkd files (systemd.netdev(5), systemd.network(5)).
 
 Per tunnel a ``.netdev`` of ``Kind=l2tp`` with an ``[L2TP]`` section and one ``[L2TPSession]``
-per session; per session interface a ``.network`` (addresses, MTU); and a drop-in for the
-underlay's ``.network`` with ``L2TP=``: networkd creates an L2TP tunnel only once the link
-that names it is configured (NETDEV_CREATE_AFTER_CONFIGURED in src/network/netdev/l2tp-tunnel.c).
+per session, and per session interface a ``.network`` (addresses with ``Peer=``, MTU). With
+``Local=`` an address, networkd creates the tunnel by itself: systemd 252 (Debian 12) no longer
+reads the ``L2TP=`` key that once tied it to a link ("Support for option L2TP= has been removed
+and it is ignored"), so no underlay file is touched.
 
-Limits of networkd (systemd 252 to current): no cookies and no sequencing (no such keys in
-[L2TPSession]), so those are refused. The UDP checksum keys are written under the names the
-parser knows since L2TP support began (``UDPCheckSum=``, ``UDP6CheckSumTx=``,
-``UDP6CheckSumRx=``; systemd 252's manual calls the IPv6 ones ``UDP6ZeroChecksumTx/Rx=``, which
-252 ignores as unknown keys, systemd issue 36421) and always written for UDP, since networkd's
-defaults are not ip l2tp's. ``UDP6CheckSum*=yes`` means *zero* checksums (the kernel's
-UDP_ZERO_CSUM6 flags), as the manual describes the Zero keys.
+Limits of networkd: no cookies and no sequencing (no such keys in [L2TPSession]), refused. The
+UDP checksum keys are written under the names networkd's parser has known since L2TP support
+began (``UDPCheckSum=``, ``UDP6CheckSumTx=``, ``UDP6CheckSumRx=``; systemd 252's manual calls
+the IPv6 ones ``UDP6ZeroChecksumTx/Rx=``, which 252 ignores as unknown keys, systemd issue
+36421), always, since networkd's defaults are not ip l2tp's: ``UDP6CheckSum*=yes`` means *zero*
+checksums (the kernel's UDP_ZERO_CSUM6 flags), as the manual describes the Zero keys.
 """
 
 from __future__ import annotations
@@ -32,16 +32,7 @@ from kube_l2tp.core.profiles.base import (
 
 name = "networkd"
 summary = "systemd-networkd .netdev ([L2TP], [L2TPSession]) and .network files"
-# A .network file's stem: networkd reads drop-ins from <stem>.network.d/.
-_STEM = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
-options: Mapping[str, OptionSpec] = {
-    "underlay-network": OptionSpec(
-        default="10-underlay",
-        help="stem of the .network file that configures the far end's interface holding the"
-        " tunnel's address; the drop-in <stem>.network.d/60-kube-l2tp.conf adds L2TP= to it",
-        pattern=_STEM,
-    ),
-}
+options: Mapping[str, OptionSpec] = {}
 # systemd's ifname_valid(): 1..15 bytes, no '/', ':' or whitespace; kept to a plain word here.
 IFNAME = r"(?!\.{1,2}$)[A-Za-z0-9_.-]{1,15}"
 
@@ -54,12 +45,10 @@ def render_far(ends: Sequence[FarEnd], opts: Mapping[str, str]) -> Result:
     check = Check()
     outputs: list[Output] = []
     notes: list[str] = []
-    attach: list[str] = []
     unnamed = 0
     for end in ends:
         t = end.far
         netdev = f"l2tpt{t.tunnel_id}"  # a netdev name: at most 15 bytes, from digits only
-        attach.append(netdev)
         networks: list[Output] = []
         lines = [
             f"# kube-l2tp: far end of L2TPTunnel {end.ours.name}",
@@ -122,20 +111,7 @@ def render_far(ends: Sequence[FarEnd], opts: Mapping[str, str]) -> Result:
         outputs += networks
     if check.refusals:
         return Refused(tuple(check.refusals))
-    stem = opts["underlay-network"]
-    outputs.append(
-        Output(
-            "# kube-l2tp: networkd creates an L2TP tunnel once the link naming it is configured\n"
-            "[Network]\n" + "".join(f"L2TP={n}\n" for n in attach),
-            f"{stem}.network.d/60-kube-l2tp.conf",
-        )
-    )
-    notes.insert(
-        0,
-        f"install the files in /etc/systemd/network/; the drop-in extends {stem}.network, the file"
-        " that configures the interface holding the tunnel's local address"
-        " (--peer-option underlay-network=STEM)",
-    )
+    notes.insert(0, "install the files in /etc/systemd/network/ and run: networkctl reload")
     return Rendered(tuple(outputs), tuple(notes))
 
 
