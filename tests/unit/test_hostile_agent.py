@@ -1,6 +1,6 @@
 """The standalone agent with hostile files beside good ones: the good ones are programmed,
 `--once` says a file could not be read (exit 1), and a running agent keeps answering /healthz
-and converging while an alias bomb and a file of a million values sit in its directory."""
+and converging while an alias bomb and a file over the bound of values sit in its directory."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from corpus.hostile.cases import BOMB
 from fakekernel import FakeKernel
 
 from kube_l2tp import embedded
+from kube_l2tp.api import manifests
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.cli import main
 
-WIDE = b"[" + b"0," * 1_000_001 + b"0]\n"  # over the reader's bound of values per file
+WIDE = b"[" + b"0," * manifests.MAX_VALUES + b"0]\n"  # over the reader's bound of values per file
 
 
 class ClosingKernel(FakeKernel):

@@ -553,3 +553,30 @@ CASES += [
         "L2TPTunnel/t1\\x1b[2J\\x1b[31mok: metadata.name: must be a DNS subdomain",
     ),
 ]
+CASES += [
+    Case(
+        "values-over-the-bound",
+        b"[" + b"0," * 400_000 + b"0]\n",
+        "read",
+        "more than 400000 values in one file",
+    ),
+    Case(
+        "alias-across-documents",
+        b"base: &spec {nodeName: node-a, tunnelID: 3000, peerTunnelID: 4000, local: 192.0.2.1,"
+        b" remote: 192.0.2.2, udp: {sourcePort: 5000, destinationPort: 6000}}\n"
+        b"---\n" + tunnel_text().split(b"spec:")[0] + b"spec: {<<: *spec}\n",
+        "read",
+        "alias *spec refers to no complete anchor",
+    ),
+]
+CASES += [
+    Case(
+        "merge-key-override-valid",
+        tunnel_text().split(b"spec:")[0]
+        + b"spec:\n  <<: {nodeName: node-a, tunnelID: 1, peerTunnelID: 4000, local: 192.0.2.1,"
+        b" remote: 192.0.2.2, udp: {sourcePort: 5000, destinationPort: 6000}}\n"
+        b"  tunnelID: 3000\n",
+        "valid",
+        "",
+    ),
+]
