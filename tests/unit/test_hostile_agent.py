@@ -14,9 +14,9 @@ from corpus.hostile.cases import BOMB
 from fakekernel import FakeKernel
 
 from kube_l2tp import embedded
-from kube_l2tp.api import manifests
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
+from kube_l2tp.api import manifests
 from kube_l2tp.cli import main
 
 WIDE = b"[" + b"0," * manifests.MAX_VALUES + b"0]\n"  # over the reader's bound of values per file
