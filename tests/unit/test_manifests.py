@@ -72,3 +72,17 @@ def test_a_bad_file_on_a_fresh_start_does_not_block_the_good_ones(tmp_path: Path
     snapshot = ManifestSource(tmp_path).load()
     assert [t.name for t in snapshot.resources.tunnels] == ["site-a"]
     assert [Path(p.source).name for p in snapshot.unreadable] == ["b.yaml", "c.yaml"]
+
+
+def test_a_fifo_or_device_is_refused_or_skipped_never_read(tmp_path: Path) -> None:
+    """Reading a FIFO blocks until a writer comes, /dev/zero never ends: given by name they
+    are refused at once; inside a directory they are not manifests."""
+    import os
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(manifests.ManifestError, match="not a regular file"):
+            manifests.files_in([path])
+    (tmp_path / "a.yaml").write_text(ONE)
+    assert manifests.files_in([tmp_path]) == [tmp_path / "a.yaml"]

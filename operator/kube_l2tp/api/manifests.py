@@ -82,8 +82,10 @@ def files_in(paths: Iterable[Path]) -> list[Path]:
             if not found:
                 raise ManifestError(f"{path}: no *.yaml, *.yml or *.json files in it")
             out.extend(found)
-        elif path.exists():
+        elif path.is_file():
             out.append(path)
+        elif path.exists():  # a FIFO or a device would block or never end
+            raise ManifestError(f"{path}: not a regular file")
         else:
             raise ManifestError(f"{path}: no such file or directory")
     return out
