@@ -290,6 +290,146 @@ def tunnel_spec() -> Schema:
     )
 
 
+MAX_RANGES = 8
+IPAM_TYPES = ["none", "static", "host-local", "whereabouts"]
+
+
+def _ip_range() -> Schema:
+    def address(field: str, which: str) -> Schema:
+        return string(
+            f"The {which} address pods may get; default: the subnet's {which} usable address.",
+            45,
+            **{
+                "x-kubernetes-validations": [
+                    cel(
+                        matches(patterns.IP),
+                        f"{field} must be an IP address without a prefix length, e.g. 203.0.113.10",
+                    )
+                ]
+            },
+        )
+
+    def same_family(field: str) -> Schema:
+        return cel(
+            f"!has(self.{field}) || self.{field}.contains(':') == self.subnet.contains(':')",
+            f"{field} must be of the subnet's address family (both IPv4 or both IPv6)",
+            f".{field}",
+        )
+
+    return obj(
+        "A range of addresses the IPAM plugin hands out (host-local's range, whereabouts'"
+        " range). It must not hold the session's own interface addresses.",
+        {
+            "subnet": string(
+                "The pods' subnet, e.g. 203.0.113.0/24 or 2001:db8:5::/64.",
+                49,
+                **{
+                    "x-kubernetes-validations": [
+                        cel(
+                            matches(patterns.IP_PREFIX),
+                            "subnet must be an IP network with a prefix length,"
+                            " e.g. 203.0.113.0/24 or 2001:db8:5::/64",
+                        )
+                    ]
+                },
+            ),
+            "rangeStart": address("rangeStart", "first"),
+            "rangeEnd": address("rangeEnd", "last"),
+        },
+        required=["subnet"],
+        **{"x-kubernetes-validations": [same_family("rangeStart"), same_family("rangeEnd")]},
+    )
+
+
+def _pod_network() -> Schema:
+    return obj(
+        "Offer this bridge to pods (and KubeVirt VMs) as a Multus secondary network: the"
+        " operator keeps a NetworkAttachmentDefinition (k8s.cni.cncf.io/v1) of this namespace"
+        " and name whose CNI config is the reference `bridge` plugin on this bridge, with the"
+        " session's MTU. A pod asks for it with the annotation k8s.v1.cni.cncf.io/networks:"
+        " <namespace>/<name>. The agent never touches the ports the plugin adds. For a pod on"
+        " a VLAN of the wire, declare it on that VLAN's bridge (interface.vlans[].bridge).",
+        {
+            "namespace": string(
+                "The NetworkAttachmentDefinition's namespace (a DNS label).",
+                63,
+                minLength=1,
+                **{
+                    "x-kubernetes-validations": [
+                        cel(
+                            matches(patterns.DNS_LABEL),
+                            "podNetwork.namespace must be a DNS label: lower-case letters,"
+                            " digits and '-', starting and ending with a letter or digit",
+                        )
+                    ]
+                },
+            ),
+            "name": string(
+                "The NetworkAttachmentDefinition's name (a DNS subdomain).",
+                253,
+                minLength=1,
+                **{
+                    "x-kubernetes-validations": [
+                        cel(
+                            matches(patterns.DNS_SUBDOMAIN),
+                            "podNetwork.name must be a DNS subdomain: lower-case letters,"
+                            " digits, '-' and '.', starting and ending with a letter or digit",
+                        )
+                    ]
+                },
+            ),
+            "hairpinMode": boolean(
+                "Let a pod's frames come back out of its own port (the bridge plugin's"
+                " hairpinMode). Default false.",
+                False,
+            ),
+            "ipam": obj(
+                "How pods get addresses on the segment.",
+                {
+                    "type": string(
+                        "none (default: no address; the pod or VM sets its own), static"
+                        " (each pod's addresses from its network annotation's `ips`),"
+                        " host-local (from ranges, remembered on this node: the segment is"
+                        " on one node) or whereabouts (from ranges, cluster-wide; the"
+                        " whereabouts plugin must be installed).",
+                        11,
+                        enum=IPAM_TYPES,
+                        default="none",
+                    ),
+                    "ranges": {
+                        "type": "array",
+                        "description": "The address ranges of host-local and whereabouts;"
+                        " one address per range for each pod (one IPv4 and one IPv6 range"
+                        " give a dual-stack pod).",
+                        "minItems": 1,
+                        "maxItems": MAX_RANGES,
+                        "items": _ip_range(),
+                    },
+                },
+                **{
+                    "x-kubernetes-validations": [
+                        cel(
+                            "!(self.type in ['host-local', 'whereabouts']) || has(self.ranges)",
+                            "ipam.ranges is required with ipam.type host-local or whereabouts:"
+                            " give at least one subnet",
+                            ".ranges",
+                            "FieldValueRequired",
+                        ),
+                        cel(
+                            "self.type in ['host-local', 'whereabouts'] || !has(self.ranges)",
+                            "ipam.ranges applies to host-local and whereabouts only: remove it,"
+                            " or set ipam.type host-local",
+                            ".ranges",
+                            "FieldValueForbidden",
+                        ),
+                    ]
+                },
+            ),
+        },
+        required=["namespace", "name"],
+    )
+
+
 def _bridge(what: str) -> Schema:
     return obj(
         f"Attach {what} to a Linux bridge. The agent creates the bridge if it does not exist"
@@ -310,6 +450,7 @@ def _bridge(what: str) -> Schema:
                     )
                 ],
             },
+            "podNetwork": _pod_network(),
         },
         required=["name"],
     )

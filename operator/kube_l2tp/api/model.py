@@ -82,10 +82,32 @@ class AddressSpec:
         return addr + ("/128" if ":" in addr else "/32")
 
 
+IpamType = Literal["none", "static", "host-local", "whereabouts"]
+
+
+@dataclass(frozen=True)
+class IpRange:
+    subnet: str  # as written: "203.0.113.0/24"
+    range_start: str | None = None
+    range_end: str | None = None
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    """A bridge offered to pods: the NetworkAttachmentDefinition's place and its IPAM."""
+
+    namespace: str
+    name: str
+    ipam: IpamType = "none"
+    ranges: tuple[IpRange, ...] = ()
+    hairpin_mode: bool = False
+
+
 @dataclass(frozen=True)
 class Bridge:
     name: str
     ports: tuple[str, ...] = ()
+    pod_network: PodNetwork | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +132,24 @@ class Interface:
 def _bridge(raw: dict[str, Any] | None) -> Bridge | None:
     if not raw:
         return None
-    return Bridge(name=raw["name"], ports=tuple(raw.get("ports", ())))
+    pods = raw.get("podNetwork")
+    ipam = (pods or {}).get("ipam") or {}
+    return Bridge(
+        name=raw["name"],
+        ports=tuple(raw.get("ports", ())),
+        pod_network=PodNetwork(
+            namespace=pods["namespace"],
+            name=pods["name"],
+            ipam=ipam.get("type", "none"),
+            ranges=tuple(
+                IpRange(r["subnet"], r.get("rangeStart"), r.get("rangeEnd"))
+                for r in ipam.get("ranges", ())
+            ),
+            hairpin_mode=pods.get("hairpinMode", False),
+        )
+        if pods
+        else None,
+    )
 
 
 @dataclass(frozen=True)

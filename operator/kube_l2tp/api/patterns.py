@@ -33,6 +33,11 @@ IPV4_PREFIX = r"(3[0-2]|[12]?[0-9])"
 IPV6_PREFIX = r"(12[0-8]|1[01][0-9]|[1-9]?[0-9])"
 # An interface address: an IP with an optional prefix length of its family.
 IP_OPT_PREFIX = rf"^({_IPV4}(/{IPV4_PREFIX})?|({_IPV6})(/{IPV6_PREFIX})?)$"
+# A subnet: an IP with a prefix length of its family (the pod network's IPAM ranges).
+IP_PREFIX = rf"^({_IPV4}/{IPV4_PREFIX}|({_IPV6})/{IPV6_PREFIX})$"
+# Kubernetes names: a DNS label (a namespace) and a DNS subdomain (most objects' names).
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 # Endpoint addresses that can never carry a tunnel. Applied only to strings that already match
 # IP, so "only zeros and colons" means the IPv6 unspecified address, and so on.

@@ -22,7 +22,7 @@ from typing import Any
 
 from kube_l2tp.api import crd, manifests, schema
 from kube_l2tp.api.manifests import Document, echo
-from kube_l2tp.api.model import Resources, Session, Tunnel
+from kube_l2tp.api.model import Bridge, IpRange, Resources, Session, Tunnel
 from kube_l2tp.api.problems import Problem, Severity
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
@@ -162,6 +162,7 @@ def check_set(resources: Resources) -> list[Problem]:
         problems += _unique_per_node(node, group)
     problems += _peers(resources)
     problems += _kernel_rules(resources)
+    problems += _pod_networks(resources)
     problems += _warnings(resources)
     return problems
 
@@ -235,6 +236,93 @@ def _kernel_rules(res: Resources) -> Iterable[Problem]:
                 " outside l2tpethN, or name every session on the node",
                 reason=CONFLICT,
             )
+
+
+def _pool(r: IpRange) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int, int]:
+    """A range's subnet and the first and last address it hands out, as integers (host-local's
+    defaults: the subnet without its network address, and for IPv4 without its broadcast)."""
+    net = ipaddress.ip_network(r.subnet, strict=False)
+    first, last = int(net.network_address), int(net.broadcast_address)
+    if net.num_addresses > 2:
+        first += 1
+        last -= 1 if net.version == 4 else 0
+    start = int(ipaddress.ip_address(r.range_start)) if r.range_start else first
+    end = int(ipaddress.ip_address(r.range_end)) if r.range_end else last
+    return net, start, end
+
+
+def _pod_bridges(s: Session) -> Iterable[tuple[str, Bridge]]:
+    """The bridges of ``s`` offered to pods, with their field paths."""
+    iface = s.interface
+    if iface.bridge and iface.bridge.pod_network:
+        yield "spec.interface.bridge", iface.bridge
+    for i, vlan in enumerate(iface.vlans):
+        if vlan.bridge and vlan.bridge.pod_network:
+            yield f"spec.interface.vlans[{i}].bridge", vlan.bridge
+
+
+def _pod_networks(res: Resources) -> Iterable[Problem]:
+    """What the schema cannot see of a pod network: ranges inside their subnets, apart from one
+    another and from the session's own addresses (a pod would get one of them), and one
+    NetworkAttachmentDefinition per namespace and name."""
+    nads: dict[tuple[str, str], str] = {}  # (namespace, name) -> the session that declares it
+    for s in res.sessions:
+        own = [
+            (f"spec.interface.addresses[{k}].{part}", _ip(text))
+            for k, a in enumerate(s.interface.addresses)
+            for part, text in (("address", a.address), ("peer", a.peer))
+            if text
+        ]
+        for base, bridge in _pod_bridges(s):
+            pods = bridge.pod_network
+            assert pods is not None
+            key = (pods.namespace, pods.name)
+            other = nads.setdefault(key, s.name)
+            if other != s.name:
+                yield _s(
+                    s,
+                    f"{base}.podNetwork.name",
+                    f"the NetworkAttachmentDefinition {pods.namespace}/{pods.name} is already"
+                    f" declared by L2TPSession/{other}: one name per pod network; choose another",
+                    reason=CONFLICT,
+                )
+            pools: list[tuple[int, int, int, int]] = []  # (version, start, end, index)
+            for j, r in enumerate(pods.ranges):
+                path = f"{base}.podNetwork.ipam.ranges[{j}]"
+                net, start, end = _pool(r)
+                if str(net.network_address) != r.subnet.split("/")[0]:
+                    yield _s(s, f"{path}.subnet", f"{r.subnet} has host bits set: write {net}")
+                bad = False
+                for field, text in (("rangeStart", r.range_start), ("rangeEnd", r.range_end)):
+                    if text and ipaddress.ip_address(text) not in net:
+                        bad = True
+                        yield _s(s, f"{path}.{field}", f"{text} is outside the subnet {net}")
+                if bad:
+                    continue
+                if start > end:
+                    yield _s(
+                        s,
+                        f"{path}.rangeEnd",
+                        f"{r.range_end} comes before rangeStart {r.range_start}: swap them",
+                    )
+                    continue
+                for where, addr in own:
+                    if addr.version == net.version and start <= int(addr) <= end:
+                        yield _s(
+                            s,
+                            path,
+                            f"hands out {addr}, the session's own address ({where}): a pod"
+                            " would get it too; move rangeStart or rangeEnd past it",
+                        )
+                for version, o_start, o_end, k in pools:
+                    if version == net.version and start <= o_end and o_start <= end:
+                        yield _s(
+                            s,
+                            path,
+                            f"overlaps {base}.podNetwork.ipam.ranges[{k}]: two pods could get"
+                            " the same address; make the ranges disjoint",
+                        )
+                pools.append((net.version, start, end, j))
 
 
 def _t(

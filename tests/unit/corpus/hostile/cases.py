@@ -580,3 +580,60 @@ CASES += [
         "",
     ),
 ]
+# Pods on the wire (spec.interface.bridge.podNetwork): the refusals the issue names.
+_PODS = {"namespace": "default", "name": "wire"}
+CASES += [
+    Case(
+        "pod-network-without-bridge",
+        docs(tunnel(), session(interface={"podNetwork": _PODS})),
+        "schema",
+        "spec.interface.podNetwork: unknown field",
+    ),
+    Case(
+        "pod-network-range-wrong-family",
+        docs(
+            tunnel(),
+            session(
+                interface={
+                    "bridge": {
+                        "name": "br0",
+                        "podNetwork": {
+                            **_PODS,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [
+                                    {"subnet": "203.0.113.0/24", "rangeStart": "2001:db8::1"}
+                                ],
+                            },
+                        },
+                    }
+                }
+            ),
+        ),
+        "schema",
+        "ranges[0].rangeStart: rangeStart must be of the subnet's address family",
+    ),
+    Case(
+        "pod-network-range-holds-session-address",
+        docs(
+            tunnel(),
+            session(
+                interface={
+                    "addresses": [{"address": "203.0.113.1/24"}],
+                    "bridge": {
+                        "name": "br0",
+                        "podNetwork": {
+                            **_PODS,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [{"subnet": "203.0.113.0/24"}],
+                            },
+                        },
+                    },
+                }
+            ),
+        ),
+        "set",
+        "hands out 203.0.113.1, the session's own address (spec.interface.addresses[0].address)",
+    ),
+]
