@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps tools demo test unit api kernel lint fmt crds bench clean
+.PHONY: venv deps tools demo test unit api kernel lint fmt crds bench clean image
 
 venv: $(STAMP)
 
@@ -49,11 +49,16 @@ unit: venv deps tools
 api: venv tools
 	$(BIN)/pytest -p no:cacheprovider tests/apiserver tests/cluster $(wildcard tests/controller)
 
+# The OCI image from the Dockerfile, without a container engine (buildah; base from Debian's
+# packages): build/kube-l2tp-image.tar. Cached under ~/.cache/kube-l2tp/ (scripts/build-image.sh).
+image:
+	bash scripts/build-image.sh
+
 # The kernel suite on every kernel (scripts/kernels.sh: Debian 12's 6.1, Debian 13's 6.12), one VM
 # boot each; KERNEL=6.1 or KERNEL=6.12 selects one. Every kernel runs even if one fails; any failure
 # (a test, a kernel that cannot be fetched or booted) fails the target.
 KERNELS = $(or $(KERNEL),$(shell bash scripts/kernels.sh list))
-kernel: venv deps tools
+kernel: venv deps tools image
 	@rc=0; summary=; for k in $(KERNELS); do start=$$(date +%s); \
 	  KERNEL=$$k bash scripts/vm.sh tests/kernel/run-in-guest.sh; r=$$?; ((r)) && rc=1; \
 	  summary+="kernel suite on $$k: exit $$r, $$(( $$(date +%s) - start )) s"$$'\n'; done; \

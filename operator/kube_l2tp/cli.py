@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kube_l2tp import buildinfo
 from kube_l2tp.api import manifests, validation
 from kube_l2tp.api.model import Resources
 from kube_l2tp.core import render as render_mod
@@ -155,7 +156,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         if args.metrics_bind_address not in ("", "off") and not args.once:
             from kube_l2tp.agent.serve import serve_metrics  # noqa: PLC0415
 
-            serve_metrics(agent, args.metrics_bind_address)
+            serve_metrics(agent, args.metrics_bind_address, per_session=not args.no_session_metrics)
         if args.once:
             result = agent.reconcile_once()
             print_results(result, sys.stdout)
@@ -219,7 +220,11 @@ def cmd_operator(args: argparse.Namespace) -> int:
         webhook_host=app.webhook_host(args.webhook_host, args.namespace_of_service),
         webhook_tls=tls,
     )
-    app.run(config)
+    try:
+        app.run(config)
+    except app.CannotStartError as exc:
+        print(f"kube-l2tp operator: cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -235,10 +240,21 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         cluster.close()
 
 
+class _Version(argparse.Action):
+    """--version, resolved only when asked (the commit may need a `git` run)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kw: object) -> None:
+        print(buildinfo.describe())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kube-l2tp",
         description="Declarative static L2TPv3 Ethernet pseudowires for Kubernetes and Linux.",
+    )
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the version and commit, then exit"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -297,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-bind-address",
         default="0.0.0.0:9717",
         help="serve /metrics, /healthz and /readyz here (default 0.0.0.0:9717; 'off' disables)",
+    )
+    p.add_argument(
+        "--no-session-metrics",
+        action="store_true",
+        help="export no per-session series (tunnels' stay): for nodes with very many sessions",
     )
     p.add_argument(
         "--resync", type=float, default=30.0, help="seconds between full resyncs (backstop)"

@@ -82,6 +82,9 @@ class Agent:
         self._last_sample = float("-inf")
         self._waker: _Waker | None = None  # while run() runs
         self._incomplete = False  # the last reconcile could not read the kernel completely
+        # When the loop last completed a pass (time.monotonic()): /healthz says the agent is stuck
+        # when this grows old. Starts at construction, so a slow first reconcile has its bound.
+        self.heartbeat = time.monotonic()
 
     def wake(self) -> None:
         """The source changed: end the loop's wait now, not at the next poll (from any thread).
@@ -221,6 +224,7 @@ class Agent:
         _drain(events)  # our own writes
         next_resync = self._next_resync()
         while not self.stop.is_set():
+            self.heartbeat = time.monotonic()
             timeout = min(POLL_SECONDS, max(0.0, next_resync - time.monotonic()))
             if self.sample_due(time.monotonic()):
                 self.sample_liveness()

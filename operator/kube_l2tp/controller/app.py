@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import aiohttp.web
 import kopf
+from kubernetes.config.config_exception import ConfigException
 
 from kube_l2tp.controller import admission, handlers
 from kube_l2tp.controller.tls import SelfSignedIssuer, ServingFiles, service_names, service_of
@@ -198,9 +199,21 @@ async def operator(
         )
 
 
+class CannotStartError(Exception):
+    """Why the operator cannot run at all (said in one line, exit non-zero: the Pod's log)."""
+
+
 def run(config: OperatorConfig) -> None:
     """The operator as a process: kopf's own loop, signal handling and logging."""
     kopf.configure(verbose=False)
+    try:
+        cluster = Cluster()
+    except ConfigException as exc:
+        raise CannotStartError(
+            f"no Kubernetes API server to talk to ({exc}): in a cluster the Pod's service"
+            " account gives one (automountServiceAccountToken must not be false); elsewhere"
+            " set KUBECONFIG"
+        ) from exc
     with _serving(config) as tls:
         kopf.run(
             registry=handlers.registry,
@@ -208,7 +221,7 @@ def run(config: OperatorConfig) -> None:
             standalone=True,
             clusterwide=True,
             liveness_endpoint=_liveness(config),
-            memo=kopf.Memo(cluster=Cluster()),
+            memo=kopf.Memo(cluster=cluster),
         )
 
 

@@ -9,23 +9,27 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kube_l2tp.core.reconcile import Result
+from kube_l2tp.metrics import process
 
 # Reconciles not caused by a change of the declared state: their writes repair drift.
 DRIFT_TRIGGERS = frozenset({"kernel event", "periodic resync"})
 
-METRIC_NAMES = frozenset(
-    {
-        "kube_l2tp_reconcile_total",
-        "kube_l2tp_reconcile_errors_total",
-        "kube_l2tp_reconcile_duration_seconds_bucket",
-        "kube_l2tp_reconcile_duration_seconds_sum",
-        "kube_l2tp_reconcile_duration_seconds_count",
-        "kube_l2tp_kernel_writes_total",
-        "kube_l2tp_drift_repairs_total",
-        "kube_l2tp_managed_objects",
-        "kube_l2tp_agent_ready",
-        "kube_l2tp_api_connected",
-    }
+METRIC_NAMES = (
+    frozenset(
+        {
+            "kube_l2tp_reconcile_total",
+            "kube_l2tp_reconcile_errors_total",
+            "kube_l2tp_reconcile_duration_seconds_bucket",
+            "kube_l2tp_reconcile_duration_seconds_sum",
+            "kube_l2tp_reconcile_duration_seconds_count",
+            "kube_l2tp_kernel_writes_total",
+            "kube_l2tp_drift_repairs_total",
+            "kube_l2tp_managed_objects",
+            "kube_l2tp_agent_ready",
+            "kube_l2tp_api_connected",
+        }
+    )
+    | process.METRIC_NAMES
 )
 
 

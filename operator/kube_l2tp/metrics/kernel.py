@@ -111,8 +111,11 @@ class KernelCollector(Collector):
         dump: Dump,
         names: Callable[[], Names],
         peers: Callable[[], Mapping[SessionKey, Liveness]] = dict,
+        *,
+        per_session: bool = True,
     ) -> None:
         self.node = node
+        self.per_session = per_session  # off: no per-session series (tunnels' stay)
         self.dump = dump
         self.names = names
         self.peers = peers
@@ -256,8 +259,11 @@ class KernelMetrics:
         dump: CounterDump,
         names: Callable[[], Names],
         peers: Callable[[], Mapping[SessionKey, Liveness]] = dict,
+        *,
+        per_session: bool = True,
     ) -> None:
         self.node = node
+        self.per_session = per_session  # off: no per-session series (tunnels' stay)
         self.dump = dump
         self.names = names
         self.peers = peers
@@ -305,7 +311,7 @@ class KernelMetrics:
         known, fresh = self._session_labels, {}
         session_labels: list[bytes] = []
         rows, keys = [], []
-        for tid, sid, ifname, counters in sessions:
+        for tid, sid, ifname, counters in sessions if self.per_session else ():
             key = (tid, sid)
             named = names.sessions.get(key)
             if named is None or key in fresh:
