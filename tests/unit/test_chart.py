@@ -172,7 +172,7 @@ def test_the_validator_is_strict() -> None:
 def test_builtin_objects_match_the_kubernetes_schemas(render: Render, scenario: str) -> None:
     versions = (OLDEST, NEWEST) if scenario == "default" else (NEWEST,)
     builtin = [d for d in render(scenario) if not d["apiVersion"].startswith(CUSTOM_GROUPS)]
-    assert len(builtin) >= 11  # 15 by default, 11 without the cleanup hook
+    assert len(builtin) >= 10  # 15 by default, 10 without the cleanup hook and the quota
     for version in versions:
         for doc in builtin:
             try:
@@ -192,10 +192,10 @@ def test_default_release_creates_the_expected_objects(render: Render) -> None:
             ("ClusterRoleBinding", f"{fullname}-agent"),
             ("Service", f"{fullname}-agent-metrics"),
             ("DaemonSet", f"{fullname}-agent"),
+            ("ResourceQuota", f"{fullname}-agent-priority"),
             ("ServiceAccount", f"{fullname}-operator"),
             ("ClusterRole", f"{fullname}-operator"),
             ("ClusterRoleBinding", f"{fullname}-operator"),
-            ("Service", f"{fullname}-operator-metrics"),
             ("Service", f"{fullname}-webhook"),
             ("Deployment", f"{fullname}-operator"),
             ("ServiceAccount", f"{fullname}-cleanup"),
@@ -210,6 +210,43 @@ def test_default_release_creates_the_expected_objects(render: Render) -> None:
 
 
 # --- the agent ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("session_metrics", [True, False])
+def test_agent_args_are_what_the_cli_understands(render: Render, session_metrics: bool) -> None:
+    """The DaemonSet's command line, parsed by the agent's own parser (not compared as words)."""
+    from kube_l2tp.cli import build_parser
+
+    docs = render("default", "--set", f"agent.sessionMetrics={str(session_metrics).lower()}")
+    container = _container(_one(docs, "DaemonSet"))
+    assert container["command"] == ["kube-l2tp"]
+    args = [a.replace("$(NODE_NAME)", "node-a") for a in container["args"]]
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "agent" and parsed.node == "node-a"
+    assert parsed.no_session_metrics is not session_metrics
+
+
+def test_priority_class_quota_where_the_api_server_needs_one(render: Render, helm: Helm) -> None:
+    """system-node-critical outside kube-system: a quota scoped to that class; none elsewhere."""
+    docs = render("default")
+    quota = _one(docs, "ResourceQuota")
+    priority = _one(docs, "DaemonSet")["spec"]["template"]["spec"]["priorityClassName"]
+    assert priority == "system-node-critical"
+    assert quota["spec"]["scopeSelector"]["matchExpressions"] == [
+        {"scopeName": "PriorityClass", "operator": "In", "values": [priority]}
+    ]
+    assert quota["spec"]["hard"] == {"pods": "1000000"}  # admits, limits nothing real
+    for extra in (
+        ["--set", "agent.priorityClassQuota=false"],
+        ["--set", "agent.priorityClassName="],
+        ["--set", "agent.priorityClassName=my-priority"],
+    ):
+        assert not [d for d in render("default", *extra) if d["kind"] == "ResourceQuota"], extra
+    proc = helm("template", RELEASE, CHART, "--namespace", "kube-system")
+    assert proc.returncode == 0, proc.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(proc.stdout) if d]
+    assert "DaemonSet" in kinds and "ResourceQuota" not in kinds
+
 
 
 @pytest.mark.parametrize("scenario", ALL)
@@ -545,7 +582,8 @@ def test_monitoring_all_on(render: Render) -> None:
         # The job name the alerts and the dashboard expect, whatever the release is called.
         job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
         ports[job] = port["port"]
-    assert ports == {"kube-l2tp-agent": 9717, "kube-l2tp-operator": 8080}
+    # the operator serves no /metrics: no monitor would find one (a target down for good)
+    assert ports == {"kube-l2tp-agent": 9717}
     rules_text = (CHART / "files" / "prometheus-rules.yaml").read_text()
     assert 'job="kube-l2tp-agent"' in rules_text
 

@@ -15,6 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "charts/kube-l2tp/files/prometheus-rules.yaml"
 RULE_TESTS = ROOT / "tests/promtool/rules-test.yaml"
+# Where each alert's runbook is read: docs/runbooks/ALERT.md of the repository.
+RUNBOOKS = "https://github.com/kube-l2tp/kube-l2tp/blob/main/docs/runbooks/"
 
 
 def promtool(*args: str) -> str:
@@ -53,5 +55,8 @@ def test_every_alert_has_a_unit_test_and_annotations() -> None:
     }
     assert set(alerts) - tested == set(), "alerts never shown to fire in rules-test.yaml"
     for name, rule in alerts.items():
-        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), name
+        assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), name
+        url = rule["annotations"]["runbook_url"]
+        assert url == RUNBOOKS + f"{name}.md", name
+        assert (ROOT / "docs/runbooks" / f"{name}.md").is_file(), name
         assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
