@@ -31,6 +31,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m kube_l2tp.api.crd --check $(CRD_DIRS)
+	$(BIN)/python scripts/gen-chart-readme.py --check
 
 fmt: venv
 	$(BIN)/ruff format operator tests

@@ -21,9 +21,18 @@ NODE = 'node=~"$node"'
 TUNNEL = f'{NODE},tunnel=~"$tunnel"'
 SESSION = f'{TUNNEL},session=~"$session"'
 RATE = "$__rate_interval"
+# Per-session panels show the busiest $limit series (a dashboard variable): thousands of sessions
+# on a node would otherwise be thousands of lines and a browser that stops answering.
+LIMIT = "$limit"
 
 
-def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
+def top(expr: str) -> str:
+    return f"topk({LIMIT}, {expr})"
+
+
+def target(expr: str, legend: str, ref: str, *, table: bool = False) -> dict[str, Any]:
+    if table:  # the value now, one row per series
+        return {"datasource": DS, "expr": expr, "refId": ref, "instant": True, "format": "table"}
     return {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref, "range": True}
 
 
@@ -44,7 +53,10 @@ def panel(
         "description": description,
         "datasource": DS,
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "targets": [target(e, legend, chr(ord("A") + i)) for i, (e, legend) in enumerate(targets)],
+        "targets": [
+            target(e, legend, chr(ord("A") + i), table=kind == "table")
+            for i, (e, legend) in enumerate(targets)
+        ],
         "gridPos": {"w": w, "h": h},
     }
     if kind == "timeseries":
@@ -96,11 +108,11 @@ def panels() -> list[dict[str, Any]]:
             "Each pseudowire (session) in bits per second; the interface is in the legend.",
             [
                 (
-                    f"8 * {rate('l2tp_session_rx_bytes_total', SESSION)}",
+                    top(f"8 * {rate('l2tp_session_rx_bytes_total', SESSION)}"),
                     "{{session}} ({{interface}}) rx",
                 ),
                 (
-                    f"8 * {rate('l2tp_session_tx_bytes_total', SESSION)}",
+                    top(f"8 * {rate('l2tp_session_tx_bytes_total', SESSION)}"),
                     "{{session}} ({{interface}}) tx",
                 ),
             ],
@@ -110,8 +122,8 @@ def panels() -> list[dict[str, Any]]:
             "Packets per session",
             "Packets per second each way.",
             [
-                (rate("l2tp_session_rx_packets_total", SESSION), "{{session}} rx"),
-                (rate("l2tp_session_tx_packets_total", SESSION), "{{session}} tx"),
+                (top(rate("l2tp_session_rx_packets_total", SESSION)), "{{session}} rx"),
+                (top(rate("l2tp_session_tx_packets_total", SESSION)), "{{session}} tx"),
             ],
             unit="pps",
         ),
@@ -122,9 +134,12 @@ def panels() -> list[dict[str, Any]]:
             " cookie/peerCookie differ) or a failed sequence check (recv sequencing while the"
             " peer sends none, or loss). Anything above zero means frames are lost.",
             [
-                (rate("l2tp_session_rx_cookie_discards_total", SESSION), "{{session}} cookie"),
-                (rate("l2tp_session_rx_seq_discards_total", SESSION), "{{session}} seq"),
-                (rate("l2tp_session_rx_oos_packets_total", SESSION), "{{session}} out of seq"),
+                (top(rate("l2tp_session_rx_cookie_discards_total", SESSION)), "{{session}} cookie"),
+                (top(rate("l2tp_session_rx_seq_discards_total", SESSION)), "{{session}} seq"),
+                (
+                    top(rate("l2tp_session_rx_oos_packets_total", SESSION)),
+                    "{{session}} out of seq",
+                ),
             ],
             unit="pps",
         ),
@@ -132,8 +147,8 @@ def panels() -> list[dict[str, Any]]:
             "Errors per session",
             "Packets that could not be sent, or were received and dropped (e.g. interface down).",
             [
-                (rate("l2tp_session_rx_errors_total", SESSION), "{{session}} rx"),
-                (rate("l2tp_session_tx_errors_total", SESSION), "{{session}} tx"),
+                (top(rate("l2tp_session_rx_errors_total", SESSION)), "{{session}} rx"),
+                (top(rate("l2tp_session_tx_errors_total", SESSION)), "{{session}} tx"),
             ],
             unit="pps",
         ),
@@ -177,11 +192,25 @@ def panels() -> list[dict[str, Any]]:
             },
         ),
         panel(
-            "Peer silent per session",
-            "1 while the session's peer is silent.",
-            [(f"kube_l2tp_session_peer_silent{{{SESSION}}}", "{{node}}/{{session}}")],
+            "Sessions whose peer is silent now",
+            "One row per session whose peer is silent at the dashboard's end time (empty when"
+            " every peer answers): its node, tunnel, ids and interface.",
+            [(f"kube_l2tp_session_peer_silent{{{SESSION}}} == 1", "")],
+            kind="table",
             w=18,
-            extra={"options": {"legend": {"displayMode": "list", "placement": "bottom"}}},
+            extra={
+                "options": {"showHeader": True},
+                "transformations": [
+                    {
+                        "id": "organize",
+                        "options": {
+                            "excludeByName": {"Time": True, "Value": True, "__name__": True},
+                            "indexByName": {},
+                            "renameByName": {},
+                        },
+                    }
+                ],
+            },
         ),
         row("Agent"),
         panel(
@@ -311,6 +340,16 @@ def dashboard() -> dict[str, Any]:
                     "type": "custom",
                     "query": "kube-l2tp-agent",
                     "current": {"text": "kube-l2tp-agent", "value": "kube-l2tp-agent"},
+                },
+                {
+                    "name": "limit",
+                    "label": "Sessions per panel",
+                    "type": "custom",
+                    "query": "10,25,100",
+                    "current": {"text": "10", "value": "10"},
+                    "options": [
+                        {"text": v, "value": v, "selected": v == "10"} for v in ("10", "25", "100")
+                    ],
                 },
                 variable("node", "Node", "label_values(kube_l2tp_agent_ready, node)"),
                 variable(

@@ -248,7 +248,6 @@ def test_priority_class_quota_where_the_api_server_needs_one(render: Render, hel
     assert "DaemonSet" in kinds and "ResourceQuota" not in kinds
 
 
-
 @pytest.mark.parametrize("scenario", ALL)
 def test_agent_daemonset_policy(render: Render, scenario: str) -> None:
     values = _values(scenario)
@@ -833,3 +832,40 @@ def test_the_wheel_the_image_installs_builds(tmp_path: Path) -> None:
         == embedded
     )
     assert re.search(r"(?m)^kube-l2tp = kube_l2tp\.cli:main$", scripts)
+
+
+def test_chart_readme_is_generated_from_the_values_comments() -> None:
+    """charts/kube-l2tp/README.md is what scripts/gen-chart-readme.py writes (lint checks it too),
+    and it lists every value that values.yaml documents, with the default helm would use."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts/gen-chart-readme.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {}
+    for line in (CHART / "README.md").read_text().splitlines():
+        m = re.match(r"\| `([^`]+)` \| \w+ \| `(.*)` \| (.+) \|$", line)
+        if m:
+            rows[m.group(1)] = json.loads(m.group(2).replace("\\|", "|"))
+    documented = [".".join(path) for path, _ in _value_lines() if _comment_above(path)]
+    assert documented and sorted(rows) == sorted(documented)
+    values = _values("default")
+    for key, default in rows.items():
+        node = values
+        for part in key.split("."):
+            node = node[part]
+        assert node == default, key
+
+
+def _comment_above(path: tuple[str, ...]) -> bool:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for p, i in _value_lines():
+        if p == path:
+            j = i - 1
+            while j >= 0 and lines[j].lstrip().startswith("#"):
+                if lines[j].lstrip().startswith("# --"):
+                    return True
+                j -= 1
+    return False

@@ -112,3 +112,30 @@ def _generator() -> ModuleType:
 
 def test_dashboard_json_is_what_the_generator_writes() -> None:
     assert DASHBOARD.read_text() == _generator().render(), "run scripts/gen-dashboard.py"
+
+
+def test_per_session_panels_are_bounded_and_silent_peers_are_listed() -> None:
+    """A query whose series keep the session label (no aggregation over it) draws at most $limit
+    lines (topk), unless it is the table of sessions whose peer is silent now (instant, == 1)."""
+    board = json.loads(DASHBOARD.read_text())
+    (limit,) = [v for v in board["templating"]["list"] if v["name"] == "limit"]
+    assert limit["current"]["value"] == "10"
+    per_session = [
+        (p, t)
+        for p in board["panels"]
+        for t in p.get("targets", [])
+        if re.search(r"\bl2tp_session_|kube_l2tp_session_", t["expr"])
+        and not re.match(r"\s*(8 \* )?(sum|count|max|min|avg)\b", t["expr"])
+    ]
+    assert per_session
+    tables = []
+    for p, t in per_session:
+        if p["type"] == "table":
+            tables.append((p, t))
+        else:
+            assert t["expr"].startswith("topk($limit, "), t["expr"]
+    ((_, query),) = tables
+    assert query["instant"] and query["format"] == "table"
+    assert query["expr"].startswith("kube_l2tp_session_peer_silent{") and query["expr"].endswith(
+        "== 1"
+    )
