@@ -29,6 +29,7 @@ ARCHIVE = REPO / "build/kube-l2tp-image.tar"
 BUNDLE = REPO / "build/kube-l2tp-image-bundle"
 CAP_NET_ADMIN = 12
 Run = Callable[..., subprocess.CompletedProcess[str]]
+UNIFIED = 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"'
 
 
 @cache
@@ -86,7 +87,10 @@ def crun(tmp_path: Path) -> Run:
         config = tmp_path / f"config-{next(count)}.json"
         config.write_text(json.dumps(spec))
         name = f"kube-l2tp-test-{config.stem}"
-        command = ["crun", "--root", str(state), "--cgroup-manager=disabled", "run"]
+        # crun puts nothing in a cgroup here (disabled), yet refuses a hybrid v1/v2 hierarchy
+        # (as the host's): a mount namespace of its own with cgroup2 alone at /sys/fs/cgroup.
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", UNIFIED, "sh"]
+        command += ["crun", "--root", str(state), "--cgroup-manager=disabled", "run"]
         command += ["--no-pivot", "--bundle", str(BUNDLE), "--config", str(config), name]
         if netns is not None:
             command = ["ip", "netns", "exec", netns, *command]
