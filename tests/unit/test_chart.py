@@ -678,6 +678,19 @@ def test_schema_rejects_bad_values(helm: Helm, args: list[str]) -> None:
     proc = helm("template", RELEASE, CHART, "--namespace", NAMESPACE, *args)
     assert proc.returncode != 0, f"{args} was accepted"
     assert "schema" in proc.stderr, proc.stderr
+    key = args[1].split("=", 1)[0]
+    last = [part for part in re.split(r"[.\[\]]+", key) if part][-1]
+    assert last in proc.stderr, f"the refusal does not name {key}: {proc.stderr}"
+
+
+def test_a_values_file_with_an_unknown_key_and_a_wrong_type(helm: Helm, tmp_path: Path) -> None:
+    """Both mistakes of one file refused at once, each named by its path."""
+    values = tmp_path / "values.yaml"
+    values.write_text("agent:\n  metricsPort: '9717'\n  sessionMetric: false\n")
+    proc = helm("template", RELEASE, CHART, "--namespace", NAMESPACE, "-f", values)
+    assert proc.returncode != 0
+    assert "/agent/metricsPort" in proc.stderr and "want integer" in proc.stderr, proc.stderr
+    assert "'sessionMetric' not allowed" in proc.stderr, proc.stderr
 
 
 def _value_lines() -> Iterator[tuple[tuple[str, ...], int]]:
