@@ -72,7 +72,9 @@ ENV PATH=/opt/kube-l2tp/bin:$PATH \
     KUBE_L2TP_REVISION=${REVISION}
 # The image's one layer of its own: the venv made in `install` (the same base, so the same python).
 COPY --from=install /opt/kube-l2tp /opt/kube-l2tp
-RUN kube-l2tp --version
+# The agent's state directory exists in the image, so that a runtime can mount over it on a
+# read-only root (the chart mounts the node's there).
+RUN kube-l2tp --version && mkdir -p /var/lib/kube-l2tp
 # Non-root by default (the operator); the agent's DaemonSet sets runAsUser 0 and adds NET_ADMIN,
 # because it programs the host's network namespace.
 USER 65532:65532
