@@ -59,6 +59,8 @@ def _ip_view(ns: str) -> list[ObservedLink]:
                 addresses=addresses,
                 vlan_id=info["linkinfo"]["info_data"]["id"] if kind == "vlan" else None,
                 parent_index=index[info["link"]] if kind == "vlan" else None,
+                addr_gen_mode=info.get("inet6_addr_gen_mode"),
+                qdisc=info.get("qdisc"),
             )
         )
     return sorted(view, key=lambda observed: observed.index)

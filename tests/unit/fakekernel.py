@@ -41,6 +41,8 @@ class Link:
     addresses: set[Address] = field(default_factory=set)
     vlan_id: int | None = None
     parent: str | None = None
+    addr_gen_mode: str = "eui64"  # the kernel's default (net.ipv6.conf.default.addr_gen_mode)
+    qdisc: str | None = None  # None: the kernel's default, attached at up
 
 
 @dataclass
@@ -147,6 +149,8 @@ class FakeKernel:
                 addresses=tuple(sorted(link.addresses, key=str)),
                 vlan_id=link.vlan_id,
                 parent_index=self.links[link.parent].index if link.parent else None,
+                addr_gen_mode=link.addr_gen_mode,
+                qdisc=link.qdisc or ("fq_codel" if link.up else "noop"),
             )
             for link in self.links.values()
         ]
@@ -248,6 +252,14 @@ class FakeKernel:
             link.up = up
         if mtu is not None:
             link.mtu = mtu
+
+    def set_addr_gen_mode(self, ifname: str, mode: str) -> None:
+        self.writes.append(f"set_addr_gen_mode {ifname} {mode}")
+        self._link(ifname, "set addrgenmode").addr_gen_mode = mode
+
+    def set_qdisc(self, ifname: str, kind: str) -> None:
+        self.writes.append(f"set_qdisc {ifname} {kind}")
+        self._link(ifname, "set qdisc").qdisc = kind
 
     def set_master(self, ifname: str, master: str | None) -> None:
         self.writes.append(f"set_master {ifname} {master}")

@@ -60,7 +60,25 @@ def test_site_b_manifest_reproduces_site_b() -> None:
 
 
 def test_bridge_example() -> None:
-    assert rendered("examples/seed/bridge-site-a.yaml")[2:] == seed("bridge", "site-A")
+    # A bridge port gets no IPv6 link-local address by default (interface.ipv6AddrGenMode),
+    # set before the link goes up; the rest is the seed's.
+    lines = rendered("examples/seed/bridge-site-a.yaml")[2:]
+    assert lines[0] == "ip link set dev l2tpeth0 addrgenmode none"
+    assert lines[1:] == seed("bridge", "site-A")
+
+
+def test_addrgenmode_and_qdisc_come_before_up_as_set() -> None:
+    docs = manifests.load([REPO / "examples/seed/site-a.yaml"])
+    session = next(d for d in docs if d.body["kind"] == "L2TPSession")
+    session.body["spec"]["interface"].update(ipv6AddrGenMode="random", qdisc="noqueue")
+    report = validation.check_documents(docs)
+    assert not report.errors
+    lines = render(report.resources).splitlines()
+    up = next(i for i, line in enumerate(lines) if line.startswith("ip link set dev l2tpeth0 up"))
+    assert lines[up - 2 : up] == [
+        "tc qdisc replace dev l2tpeth0 root noqueue",
+        "ip link set dev l2tpeth0 addrgenmode random",
+    ]
 
 
 @pytest.mark.parametrize("peer", [False, True])

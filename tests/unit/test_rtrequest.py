@@ -212,3 +212,26 @@ def test_send_skips_answers_left_by_an_interrupted_call() -> None:
     requests._seq = 1
     answer = requests.send(rtrequest.delete_link(requests.seq(), "br0"))
     assert (answer.errno, len(replay.sent)) == (0, 1)
+
+
+@pytest.mark.parametrize(("mode", "value"), [("eui64", 0), ("none", 1), ("random", 3)])
+def test_addr_gen_mode_equals_pyroute2(mode: str, value: int) -> None:
+    inet6 = {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", value)]}
+    reference = _link("pw0", ("IFLA_AF_SPEC", {"attrs": [("AF_INET6", inet6)]}))
+    ours = rtrequest.addr_gen_mode(8, "pw0", mode)
+    assert ours == _pyroute2(reference, rtrequest.RTM_NEWLINK, ACK, 8)
+
+
+@pytest.mark.parametrize("kind", ["noqueue", "pfifo_fast", "fq_codel"])
+def test_replace_root_qdisc_equals_pyroute2(kind: str) -> None:
+    from pyroute2.netlink.rtnl.tcmsg import tcmsg
+
+    msg = tcmsg()
+    msg["family"] = socket.AF_UNSPEC
+    msg["index"] = 12
+    msg["handle"] = 0
+    msg["parent"] = rtrequest.TC_H_ROOT
+    msg["attrs"] = [("TCA_KIND", kind)]
+    flags = ACK | NLM_F_CREATE | rtrequest.NLM_F_REPLACE
+    ours = rtrequest.replace_root_qdisc(5, 12, kind)
+    assert ours == _pyroute2(msg, rtrequest.RTM_NEWQDISC, flags, 5)

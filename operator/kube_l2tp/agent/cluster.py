@@ -221,6 +221,10 @@ class StatusWriter:
             status["nodeName"] = self.writer.node
             if r.interface:
                 status.update(interfaceName=r.interface, interfaceIndex=r.ifindex, mtu=r.mtu)
+                if r.addr_gen_mode:
+                    status["ipv6AddrGenMode"] = r.addr_gen_mode
+                if r.qdisc:
+                    status["qdisc"] = r.qdisc
             if r.ignored:
                 status["ignored"] = list(r.ignored)
         self.writer.status(kind, obj, status)

@@ -334,6 +334,8 @@ def _mark_invalid(result: Result, snapshot: Snapshot) -> Result:
                 r.ifindex,
                 r.mtu,
                 r.ignored,
+                r.addr_gen_mode,
+                r.qdisc,
             )
     return result
 

@@ -523,6 +523,28 @@ def _interface() -> Schema:
                 68,
                 65535,
             ),
+            "ipv6AddrGenMode": {
+                "type": "string",
+                "description": "How the kernel makes the interface's IPv6 link-local address"
+                " (ip link set dev X addrgenmode MODE): eui64 (the kernel's default, from the"
+                " MAC address), random, or none (no IPv6 link-local address and none of the"
+                " IPv6 autoconfiguration and neighbour discovery that comes with it). Default:"
+                " none for a session that is a bridge port (interface.bridge: a bridge port"
+                " needs no IPv6 of its own, as systemd-networkd's LinkLocalAddressing=no for"
+                " bridge ports), else the kernel's own (eui64 unless the node's"
+                " net.ipv6.conf.default.addr_gen_mode says otherwise), as with ip. Set before the"
+                " interface goes up; a change on an interface already up applies to addresses"
+                " made from then on.",
+                "enum": ["eui64", "none", "random"],
+            },
+            "qdisc": {
+                "type": "string",
+                "description": "The interface's root queueing discipline (tc qdisc replace dev X"
+                " root KIND): noqueue (no queue: the smallest and fastest), pfifo_fast or"
+                " fq_codel. Default: the kernel's (net.core.default_qdisc, usually fq_codel,"
+                " about half of an interface's kernel memory), left as the kernel makes it.",
+                "enum": ["noqueue", "pfifo_fast", "fq_codel"],
+            },
             "addresses": {
                 "type": "array",
                 "description": "Addresses to assign, e.g. the seed's"
@@ -816,6 +838,15 @@ def session_crd() -> Schema:
                 "interfaceName": string("The session interface's actual name.", 15),
                 "interfaceIndex": integer("The session interface's ifindex.", 0, 2**31),
                 "mtu": integer("The session interface's MTU in the kernel.", 0, 65535),
+                "ipv6AddrGenMode": string(
+                    "The session interface's IPv6 address generation mode in the kernel"
+                    " (eui64, none, stable_secret, random).",
+                    16,
+                ),
+                "qdisc": string(
+                    "The session interface's root qdisc in the kernel (noop while it is down).",
+                    16,
+                ),
                 "ignored": {
                     "type": "array",
                     "description": "Fields accepted for compatibility that the kernel ignores.",

@@ -15,6 +15,8 @@ from kube_l2tp.api import overhead
 Encap = Literal["udp", "ip"]
 L2SpecType = Literal["default", "none"]
 Sequencing = Literal["none", "send", "recv", "both"]
+AddrGenMode = Literal["eui64", "none", "random"]
+Qdisc = Literal["noqueue", "pfifo_fast", "fq_codel"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,16 @@ class Interface:
     addresses: tuple[AddressSpec, ...] = ()
     bridge: Bridge | None = None
     vlans: tuple[Vlan, ...] = ()
+    ipv6_addr_gen_mode: AddrGenMode | None = None  # None: none on a bridge port, else the kernel's
+    qdisc: Qdisc | None = None  # None: the kernel's
+
+    @property
+    def addr_gen_mode(self) -> AddrGenMode | None:
+        """The mode to set: a bridge port needs no IPv6 link-local address (networkd's default for
+        bridge ports); a routed interface keeps the kernel's, as ip leaves it (None)."""
+        if self.ipv6_addr_gen_mode is not None:
+            return self.ipv6_addr_gen_mode
+        return "none" if self.bridge is not None else None
 
 
 def _bridge(raw: dict[str, Any] | None) -> Bridge | None:
@@ -224,6 +236,8 @@ class Session:
                     Vlan(v["id"], v.get("name"), _bridge(v.get("bridge")))
                     for v in iface.get("vlans", ())
                 ),
+                ipv6_addr_gen_mode=iface.get("ipv6AddrGenMode"),
+                qdisc=iface.get("qdisc"),
             ),
             source=source,
             generation=obj["metadata"].get("generation", 0),

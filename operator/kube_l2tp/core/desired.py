@@ -73,6 +73,8 @@ class DesiredSession:
     bridge: Bridge | None
     vlans: tuple[DesiredVlan, ...]
     ignored: tuple[str, ...] = ()
+    addr_gen_mode: str | None = None  # IPv6 link-local: "eui64", "none", ...; None: the kernel's
+    qdisc: str | None = None  # root qdisc kind; None: the kernel's
 
     @property
     def key(self) -> tuple[int, int]:
@@ -148,6 +150,8 @@ def desired_state(resources: Resources, node: str) -> Desired:
             bridge=s.interface.bridge,
             vlans=tuple(DesiredVlan(v.id, v.name, v.bridge) for v in s.interface.vlans),
             ignored=ignored,
+            addr_gen_mode=s.interface.addr_gen_mode,
+            qdisc=s.interface.qdisc,
         )
         sessions[d.key] = d
     return Desired(tunnels, sessions)

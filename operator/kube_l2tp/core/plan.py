@@ -60,6 +60,8 @@ class Action:
     ifname: str = ""
     up: bool | None = None
     mtu: int | None = None
+    addr_gen_mode: str | None = None  # SET_LINK: set first, before the link goes up
+    qdisc: str | None = None  # SET_LINK: the root qdisc, also before the link goes up
     address: Address | None = None
     master: str | None = None
     parent: str = ""
@@ -483,7 +485,13 @@ def _session_link(
 ) -> None:
     up = have.up if have else False
     mtu_ok = want.mtu is None or (have is not None and have.mtu == want.mtu)
-    if up != want.up or not mtu_ok:
+    # No IPv6 on the link (addr_gen_mode None in the dump): nothing to set, nothing to make.
+    mode_ok = want.addr_gen_mode is None or (
+        have is not None and have.addr_gen_mode in (None, want.addr_gen_mode)
+    )
+    # A link that is down reports "noop" until it is up, whatever its qdisc will be.
+    qdisc_ok = want.qdisc is None or (have is not None and have.qdisc in ("noop", want.qdisc))
+    if up != want.up or not mtu_ok or not mode_ok or not qdisc_ok:
         plan.add(
             Op.SET_LINK,
             subject,
@@ -491,6 +499,8 @@ def _session_link(
             ifname=ifname,
             up=want.up,
             mtu=None if mtu_ok else want.mtu,
+            addr_gen_mode=None if mode_ok else want.addr_gen_mode,
+            qdisc=want.qdisc if not qdisc_ok or (want.up and not up) else None,
         )
     present = set(have.addresses) if have else set()
     for addr in want.addresses:

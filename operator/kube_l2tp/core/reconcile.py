@@ -40,6 +40,8 @@ class ObjectResult:
     ifindex: int = 0
     mtu: int = 0
     ignored: tuple[str, ...] = ()
+    addr_gen_mode: str | None = None  # as the kernel reports them (status)
+    qdisc: str | None = None
 
 
 @dataclass
@@ -338,6 +340,11 @@ def _execute(kernel: KernelPort, a: Action) -> None:
             assert a.address is not None
             kernel.add_address(a.ifname, a.address)
         case Op.SET_LINK:
+            # Before up: the kernel makes the link-local address and default qdisc at up.
+            if a.qdisc is not None:
+                kernel.set_qdisc(a.ifname, a.qdisc)
+            if a.addr_gen_mode is not None:
+                kernel.set_addr_gen_mode(a.ifname, a.addr_gen_mode)
             kernel.set_link(a.ifname, up=a.up, mtu=a.mtu)
 
 
@@ -572,5 +579,7 @@ def _results(
             ifindex=link.index if link else 0,
             mtu=link.mtu if link else 0,
             ignored=s.ignored + ((plan.notes[subject],) if subject in plan.notes else ()),
+            addr_gen_mode=link.addr_gen_mode if link else None,
+            qdisc=link.qdisc if link else None,
         )
     return out

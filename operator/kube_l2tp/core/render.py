@@ -136,7 +136,11 @@ def _bridge(port: str, bridge: Bridge, created: set[str]) -> list[str]:
 
 
 def interface_commands(name: str, iface: Interface, bridges: set[str]) -> list[str]:
-    lines = [_link_set(name, iface.up, iface.mtu)]
+    # Before up, as the agent does: the kernel makes the link-local address and qdisc at up.
+    lines = [f"tc qdisc replace dev {name} root {iface.qdisc}"] if iface.qdisc else []
+    if iface.addr_gen_mode:
+        lines.append(f"ip link set dev {name} addrgenmode {iface.addr_gen_mode}")
+    lines.append(_link_set(name, iface.up, iface.mtu))
     for a in iface.addresses:
         peer = f" peer {a.peer}" if a.peer else ""
         lines.append(f"ip addr add {a.address}{peer} dev {q(name)}")

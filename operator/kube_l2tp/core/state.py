@@ -134,6 +134,8 @@ class ObservedLink:
     addresses: tuple[Address, ...] = ()
     vlan_id: int | None = None
     parent_index: int | None = None  # IFLA_LINK for VLANs
+    addr_gen_mode: str | None = None  # IFLA_INET6_ADDR_GEN_MODE by name; None: no IPv6 on it
+    qdisc: str | None = None  # IFLA_QDISC: the root qdisc's kind ("noop" while down, unset)
 
 
 class Outcome(Enum):

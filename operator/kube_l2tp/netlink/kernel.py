@@ -108,6 +108,12 @@ class Kernel:
     def set_link(self, ifname: str, *, up: bool | None = None, mtu: int | None = None) -> None:
         self.links.set_link(ifname, up=up, mtu=mtu)
 
+    def set_addr_gen_mode(self, ifname: str, mode: str) -> None:
+        self.links.set_addr_gen_mode(ifname, mode)
+
+    def set_qdisc(self, ifname: str, kind: str) -> None:
+        self.links.set_qdisc(ifname, kind)
+
     def set_master(self, ifname: str, master: str | None) -> None:
         self.links.set_master(ifname, master)
 

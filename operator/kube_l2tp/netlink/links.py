@@ -120,6 +120,18 @@ class Links:
         """
         self._send(f"set addrgenmode none on {ifname}", rtrequest.addr_gen_mode_none, ifname)
 
+    def set_addr_gen_mode(self, ifname: str, mode: str) -> None:
+        """ip link set dev X addrgenmode MODE. Before the link goes up: with "none" no IPv6
+        link-local address is made (and no autoconfiguration); one already made stays."""
+        self._send(f"set addrgenmode {mode} on {ifname}", rtrequest.addr_gen_mode, ifname, mode)
+
+    def set_qdisc(self, ifname: str, kind: str) -> None:
+        """tc qdisc replace dev X root KIND. Before the link goes up, the kernel's default qdisc
+        is then never made (dev_activate attaches it only where no root qdisc was set)."""
+        operation = f"set root qdisc {kind} on {ifname}"
+        index = self._index(operation, ifname)
+        self._send(operation, rtrequest.replace_root_qdisc, index, kind)
+
     # -- plumbing --------------------------------------------------------------------------------
 
     def _index(self, operation: str, ifname: str) -> int:
@@ -224,6 +236,7 @@ def _link_of(msg: _Msg, addresses: tuple[Address, ...]) -> ObservedLink:
     if kind == "vlan":
         vlan_id = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID")
         parent = msg.get_attr("IFLA_LINK")
+    mode = msg.get_nested("IFLA_AF_SPEC", "AF_INET6", "IFLA_INET6_ADDR_GEN_MODE")
     return ObservedLink(
         ifname=msg.get_attr("IFLA_IFNAME"),
         index=msg["index"],
@@ -234,6 +247,8 @@ def _link_of(msg: _Msg, addresses: tuple[Address, ...]) -> ObservedLink:
         addresses=addresses,
         vlan_id=vlan_id,
         parent_index=parent,
+        addr_gen_mode=None if mode is None else rtdump.ADDR_GEN_MODES[mode],
+        qdisc=msg.get_attr("IFLA_QDISC"),
     )
 
 

@@ -23,6 +23,8 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
 IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO = 3, 4, 5, 10, 18
+IFLA_QDISC, IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, AF_INET6 = 6, 26, 8, 10
+ADDR_GEN_MODES: Final = ("eui64", "none", "stable_secret", "random")  # IN6_ADDR_GEN_MODE_*
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_VLAN_ID = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFF_UP = 0x1
@@ -83,7 +85,11 @@ def messages(chunks: Iterable[bytes], seq: int) -> Iterator[tuple[int, bytes, in
             offset += (length + 3) & ~3
 
 
-_LINK_ATTRS: Final = frozenset((IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO))
+_LINK_ATTRS: Final = frozenset(
+    (IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO, IFLA_QDISC, IFLA_AF_SPEC)
+)
+_AF_ATTRS: Final = frozenset((AF_INET6,))
+_INET6_ATTRS: Final = frozenset((IFLA_INET6_ADDR_GEN_MODE,))
 _INFO_ATTRS: Final = frozenset((IFLA_INFO_KIND, IFLA_INFO_DATA))
 _VLAN_ATTRS: Final = frozenset((IFLA_VLAN_ID,))
 _ADDR_ATTRS: Final = frozenset((IFA_ADDRESS, IFA_LOCAL))
@@ -127,6 +133,7 @@ def link_of(msg: bytes, offset: int, end: int, addresses: dict[int, list[Address
             parent = _U32.unpack_from(lower)[0] if lower else None
     master = attrs.get(IFLA_MASTER)
     mtu = attrs.get(IFLA_MTU)
+    qdisc = attrs.get(IFLA_QDISC)
     return ObservedLink(
         ifname=_string(attrs.get(IFLA_IFNAME, b"")),
         index=index,
@@ -137,7 +144,22 @@ def link_of(msg: bytes, offset: int, end: int, addresses: dict[int, list[Address
         addresses=tuple(addresses.get(index, ())),
         vlan_id=vlan_id,
         parent_index=parent,
+        addr_gen_mode=_addr_gen_mode(attrs.get(IFLA_AF_SPEC)),
+        qdisc=_string(qdisc) if qdisc is not None else None,
     )
+
+
+def _addr_gen_mode(af_spec: bytes | None) -> str | None:
+    """IFLA_AF_SPEC -> AF_INET6 -> IFLA_INET6_ADDR_GEN_MODE by name; None: no IPv6 on the link."""
+    if af_spec is None:
+        return None
+    inet6 = _attrs(af_spec, 0, len(af_spec), _AF_ATTRS).get(AF_INET6)
+    if inet6 is None:
+        return None
+    mode = _attrs(inet6, 0, len(inet6), _INET6_ATTRS).get(IFLA_INET6_ADDR_GEN_MODE)
+    if not mode:
+        return None
+    return ADDR_GEN_MODES[mode[0]] if mode[0] < len(ADDR_GEN_MODES) else str(mode[0])
 
 
 def _ip_text(family: int, raw: bytes) -> str:

@@ -36,6 +36,12 @@ IFLA_INET6_ADDR_GEN_MODE: Final = 8
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFF_UP: Final = 0x1
 IN6_ADDR_GEN_MODE_NONE: Final = 1
+ADDR_GEN_MODES: Final = {"eui64": 0, "none": 1, "stable_secret": 2, "random": 3}
+RTM_NEWQDISC: Final = 36
+NLM_F_REPLACE: Final = 0x100
+TCA_KIND: Final = 1
+TC_H_ROOT: Final = 0xFFFFFFFF
+_TCMSG: Final = struct.Struct("=BxxxiIII")  # family, ifindex, handle, parent, info
 
 _NLMSGHDR: Final = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _IFINFOMSG: Final = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -122,9 +128,21 @@ def delete_link(seq: int, name: str) -> bytes:
 
 
 def addr_gen_mode_none(seq: int, ifname: str) -> bytes:
-    mode = nla(IFLA_INET6_ADDR_GEN_MODE, struct.pack("=B", IN6_ADDR_GEN_MODE_NONE))
-    spec = nla(IFLA_AF_SPEC, nla(socket.AF_INET6, mode))
+    return addr_gen_mode(seq, ifname, "none")
+
+
+def addr_gen_mode(seq: int, ifname: str, mode: str) -> bytes:
+    """ip link set dev X addrgenmode MODE: IFLA_AF_SPEC -> AF_INET6 -> IFLA_INET6_ADDR_GEN_MODE."""
+    value = nla(IFLA_INET6_ADDR_GEN_MODE, struct.pack("=B", ADDR_GEN_MODES[mode]))
+    spec = nla(IFLA_AF_SPEC, nla(socket.AF_INET6, value))
     return link_request(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq, ifname, spec)
+
+
+def replace_root_qdisc(seq: int, index: int, kind: str) -> bytes:
+    """tc qdisc replace dev X root KIND (no options: the qdisc's defaults), as tc sends it."""
+    body = _TCMSG.pack(socket.AF_UNSPEC, index, 0, TC_H_ROOT, 0) + string(TCA_KIND, kind)
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_NEWQDISC, flags, seq, 0) + body
 
 
 def get_link(seq: int, ifname: str) -> bytes:
