@@ -9,6 +9,8 @@
   sessions (time and kernel writes), one /metrics scrape of them as the agent serves it against
   `ip -s l2tp show session` (time, peak Python memory), and removal of N (the agent, which
   deletes tunnels and lets the kernel cascade, against `ip -batch` deleting the same tunnels).
+- linkcost: for each N, what a bridged session costs the kernel (time, kernel memory) with ip's
+  defaults and with interface.ipv6AddrGenMode none and qdisc noqueue (linkcost.py).
 - memory: the resident set of a real `kube-l2tp agent` process (standalone, a directory of the
   largest N pairs and of 1 pair, metrics served) once converged and after one scrape; when it
   misses the issue's 80 MB at 4000, where the memory goes (memprofile.py: the resident set
@@ -37,6 +39,7 @@ from math import isnan
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
+import linkcost
 from agentproc import Drift, Memory, drift, memory, profile
 from controlplane import ControlPlane, control_plane
 from helpers import in_netns, ip_batch
@@ -55,7 +58,7 @@ from kube_l2tp.netlink.l2tp import L2tp
 
 __all__ = ["NODE", "ip_commands", "namespace", "resources"]  # tests/bench/scrape.py
 
-PARTS = ("kernel", "memory", "drift", "control")
+PARTS = ("kernel", "linkcost", "memory", "drift", "control")
 SIZES = (100, 1000, 4000)
 REPEAT = 2  # cold programming runs of each way, alternating; the best counts
 LOOP_UP_TO = 100  # the shell loop: one `ip` process per command
@@ -435,6 +438,7 @@ def main() -> None:
         parser.error(f"--parts: unknown {sorted(unknown)}; choose from {', '.join(PARTS)}")
     started = time.monotonic()
     kernel_rows, memory_rows = [], []
+    linkcost_rows: list[linkcost.Cost] = []
     drifted = controlled = None
     if "kernel" in parts:
         for n in sizes:
@@ -442,6 +446,10 @@ def main() -> None:
             r = bench_kernel(n, loop=n <= LOOP_UP_TO)
             kernel_rows.append((n, r))
             log(f"N={n}: {r} ({time.monotonic() - t:.0f} s)")
+    if "linkcost" in parts:
+        t = time.monotonic()
+        linkcost_rows = linkcost.bench(sizes)
+        log(f"linkcost: {time.monotonic() - t:.0f} s")
     if "memory" in parts:
         largest = max(sizes)
         for n in sorted({1, largest}):
@@ -468,6 +476,8 @@ def main() -> None:
     header(started, parts)
     if kernel_rows:
         report_kernel(kernel_rows)
+    if linkcost_rows:
+        linkcost.report(linkcost_rows)
     if memory_rows:
         report_memory(memory_rows)
     if drifted is not None:

@@ -1,0 +1,157 @@
+"""What a bridged session costs the kernel, and what interface.ipv6AddrGenMode and interface.qdisc
+save: N tunnel+session pairs, each session interface a port of a bridge (1000 ports a bridge: the
+kernel's limit is 1024), programmed in a fresh namespace each way:
+
+- ``ip -batch``, the kernel's defaults (IPv6 link-local address, default qdisc): the baseline;
+- the agent with the same settings (ipv6AddrGenMode eui64): the agent against ip, like for like;
+- the agent with its defaults for a bridge port (ipv6AddrGenMode none);
+- the agent with ipv6AddrGenMode none and qdisc noqueue.
+
+Time: until the last write is answered. Kernel memory: MemTotal - MemFree - AnonPages - Cached -
+Buffers from /proc/meminfo (what the kernel holds, whoever's Python objects aside), after the
+programming less before it, over N; Slab and Percpu alone for comparison.
+
+    python tests/bench/linkcost.py [N ...]      (in the VM: make bench ARGS="--parts linkcost")
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
+from helpers import in_netns, ip_batch
+from workload import LOCAL, MTU, NODE, REMOTE, namespace, quiesce, resources
+
+from kube_l2tp.api.model import Bridge, Interface, Resources
+from kube_l2tp.core.desired import Owned, desired_state
+from kube_l2tp.core.reconcile import reconcile
+from kube_l2tp.netlink.kernel import Kernel
+
+PORTS_PER_BRIDGE = 1000
+WAYS = ("ip -batch, kernel defaults", "agent, eui64", "agent, none", "agent, none + noqueue")
+
+
+@dataclass(frozen=True)
+class Cost:
+    way: str
+    n: int
+    seconds: float
+    kernel_kib: float  # per session
+    slab_kib: float
+    percpu_kib: float
+
+
+def meminfo() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, value = line.split(":", 1)
+        out[key] = int(value.split()[0])  # kB
+    return out
+
+
+def kernel_held(m: dict[str, int]) -> int:
+    return m["MemTotal"] - m["MemFree"] - m["AnonPages"] - m["Cached"] - m["Buffers"]
+
+
+def bridged(n: int, mode: str | None, qdisc: str | None) -> Resources:
+    base = resources(n)
+    sessions = tuple(
+        replace(
+            s,
+            interface=Interface(
+                mtu=MTU,
+                bridge=Bridge(f"br{i // PORTS_PER_BRIDGE}"),
+                ipv6_addr_gen_mode=mode,  # type: ignore[arg-type]
+                qdisc=qdisc,  # type: ignore[arg-type]
+            ),
+        )
+        for i, s in enumerate(base.sessions)
+    )
+    return Resources(base.tunnels, sessions)
+
+
+def batch_commands(n: int) -> list[str]:
+    bridges = sorted({f"br{i // PORTS_PER_BRIDGE}" for i in range(n)})
+    out = [f"link add {b} type bridge" for b in bridges] + [f"link set {b} up" for b in bridges]
+    for i in range(n):
+        out += [
+            f"l2tp add tunnel tunnel_id {1 + i} peer_tunnel_id {1 + i} encap udp local {LOCAL}"
+            f" remote {REMOTE} udp_sport {10000 + i} udp_dport {10000 + i}",
+            f"l2tp add session name pw{i} tunnel_id {1 + i} session_id 1 peer_session_id 1",
+            f"link set pw{i} master br{i // PORTS_PER_BRIDGE}",
+            f"link set pw{i} up mtu {MTU}",
+        ]
+    return out
+
+
+def agent(n: int, mode: str | None, qdisc: str | None, ns: str) -> None:
+    desired = desired_state(bridged(n, mode, qdisc), NODE)
+    owned = Owned()
+    with in_netns(ns), Kernel() as kernel:
+        for _ in range(5):
+            if reconcile(kernel, desired, owned).converged:
+                return
+    raise AssertionError(f"{n} bridged sessions did not converge")
+
+
+def measure(way: str, n: int) -> Cost:
+    with namespace() as ns:
+        run = {
+            WAYS[0]: partial(ip_batch, ns, batch_commands(n)),
+            WAYS[1]: partial(agent, n, "eui64", None, ns),
+            WAYS[2]: partial(agent, n, None, None, ns),
+            WAYS[3]: partial(agent, n, None, "noqueue", ns),
+        }[way]
+        time.sleep(2)  # let the previous namespace's teardown settle
+        before = meminfo()
+        start = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - start
+        time.sleep(2)  # IPv6 autoconfiguration's timers (DAD, router solicitations) run on
+        after = meminfo()
+        quiesce(ns)
+    return Cost(
+        way,
+        n,
+        seconds,
+        (kernel_held(after) - kernel_held(before)) / n,
+        (after["Slab"] - before["Slab"]) / n,
+        (after["Percpu"] - before["Percpu"]) / n,
+    )
+
+
+def report(rows: list[Cost]) -> None:
+    print("## Kernel cost of a bridged session (interface.ipv6AddrGenMode, interface.qdisc)\n")
+    print(
+        "N tunnel+session pairs, each session interface up (MTU 1400) and a port of a bridge,"
+        " programmed in a fresh namespace. Kernel memory from /proc/meminfo (MemTotal - MemFree"
+        " - AnonPages - Cached - Buffers), after less before, per session.\n"
+    )
+    print("| N | way | time | vs ip -batch | kernel memory / session | Slab | Percpu |")
+    print("|---|---|---|---|---|---|---|")
+    base = {r.n: r for r in rows if r.way == WAYS[0]}
+    for r in rows:
+        ratio = base[r.n].seconds / r.seconds if r.n in base else float("nan")
+        print(
+            f"| {r.n} | {r.way} | {r.seconds:.1f} s | {ratio:.2f}x faster |"
+            f" {r.kernel_kib:.0f} KiB | {r.slab_kib:.0f} KiB | {r.percpu_kib:.0f} KiB |"
+        )
+    print()
+
+
+def bench(sizes: list[int]) -> list[Cost]:
+    rows = []
+    for n in sizes:
+        for way in WAYS:
+            cost = measure(way, n)
+            print(f"linkcost: {cost}", file=sys.stderr, flush=True)
+            rows.append(cost)
+    return rows
+
+
+if __name__ == "__main__":
+    report(bench([int(a) for a in sys.argv[1:]] or [1000]))
