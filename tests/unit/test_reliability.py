@@ -231,6 +231,7 @@ def test_interrupted_link_dumps_are_retried_and_never_fail_objects() -> None:
     kernel.interrupted_link_dumps = 100
     result = reconcile(kernel, desired, owned, sleep=no_sleep)
     assert result.incomplete and "BUSY" in result.incomplete.upper()
+    assert not result.converged  # `agent --once` must not exit 0 on it
     assert result.results == {}, "no object may be judged on a dump that was interrupted"
 
 

@@ -57,7 +57,7 @@ class Result:
 
     @property
     def converged(self) -> bool:
-        return all(r.ready for r in self.results.values())
+        return not self.incomplete and all(r.ready for r in self.results.values())
 
 
 def observe(kernel: KernelPort, owned: Owned | None = None, *, links: bool = True) -> Observed:
