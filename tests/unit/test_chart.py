@@ -196,6 +196,8 @@ def test_default_release_creates_the_expected_objects(render: Render) -> None:
             ("ServiceAccount", f"{fullname}-operator"),
             ("ClusterRole", f"{fullname}-operator"),
             ("ClusterRoleBinding", f"{fullname}-operator"),
+            ("ValidatingAdmissionPolicy", f"{fullname}-operator-webhook-configurations"),
+            ("ValidatingAdmissionPolicyBinding", f"{fullname}-operator-webhook-configurations"),
             ("Service", f"{fullname}-webhook"),
             ("Deployment", f"{fullname}-operator"),
             ("ServiceAccount", f"{fullname}-cleanup"),
@@ -205,7 +207,8 @@ def test_default_release_creates_the_expected_objects(render: Render) -> None:
         ]
     )
     for doc in render("default"):
-        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        cluster_scoped = ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy")
+        if doc["kind"] not in (*cluster_scoped, "ValidatingAdmissionPolicyBinding"):
             assert doc["metadata"]["namespace"] == NAMESPACE
 
 
@@ -532,6 +535,57 @@ def test_rbac_least_privilege(render: Render, scenario: str) -> None:
     for rule in operator["rules"]:
         if "admissionregistration.k8s.io" in rule["apiGroups"] and rule["verbs"] != ["create"]:
             assert rule["verbs"] == ["patch"] and rule["resourceNames"] == [WEBHOOK_CONFIG]
+
+
+def test_the_operator_may_create_only_its_own_webhook_configuration(render: Render) -> None:
+    """RBAC lets it create any (a create cannot be limited by name); the policy, evaluated here
+    with a CEL engine as the API server would, refuses every name but its own, to it alone."""
+    import cel
+
+    from kube_l2tp.controller.app import WEBHOOK_CONFIG
+
+    docs = render("default")
+    policy = _one(docs, "ValidatingAdmissionPolicy")
+    binding = _one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert "CREATE" in rule["operations"]
+    role = _one(docs, "ClusterRole", f"{RELEASE}-kube-l2tp-operator")
+    creatable = {
+        r
+        for rule_ in role["rules"]
+        if "create" in rule_["verbs"] and "resourceNames" not in rule_
+        for r in rule_["resources"]
+    }
+    assert set(rule["resources"]) >= creatable & {
+        "validatingwebhookconfigurations",
+        "mutatingwebhookconfigurations",
+    }
+    deployment = _one(docs, "Deployment")
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    operator = f"system:serviceaccount:{NAMESPACE}:{account}"
+
+    def denied(user: str, name: str) -> bool:
+        context = {
+            "request": {"userInfo": {"username": user}},
+            "object": {"metadata": {"name": name}},
+        }
+        if not all(
+            cel.evaluate(c["expression"], context) for c in policy["spec"]["matchConditions"]
+        ):
+            return False
+        return not all(
+            cel.evaluate(v["expression"], context) for v in policy["spec"]["validations"]
+        )
+
+    assert not denied(operator, WEBHOOK_CONFIG)
+    assert denied(operator, "cert-manager-webhook")
+    assert not denied("system:admin", "cert-manager-webhook")
+    assert not denied(f"system:serviceaccount:{NAMESPACE}:default", "anything")
 
 
 @pytest.mark.parametrize("scenario", ALL)
