@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from corpus.hostile.cases import CASES, Case
+from corpus.hostile.cases import CASES, Case, write
 
 HERE = Path(__file__).parent
 MEMORY_LIMIT = 1024 * 1024 * 1024  # address space of the child: 1 GiB
@@ -32,12 +32,8 @@ def _limits() -> None:
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    directory = tmp_path_factory.mktemp("hostile")
-    lines = []
-    for case in CASES:
-        path = directory / f"{case.name}{case.suffix}"
-        path.write_bytes(case.content)
-        lines.append(json.dumps([case.name, str(path), case.valid]))
+    paths = write(tmp_path_factory.mktemp("hostile"))
+    lines = [json.dumps([case.name, str(paths[case.name]), case.valid]) for case in CASES]
     child = subprocess.run(
         [sys.executable, str(HERE / "hostile_run.py")],
         input="\n".join(lines) + "\n",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -637,3 +638,15 @@ CASES += [
         "hands out 203.0.113.1, the session's own address (spec.interface.addresses[0].address)",
     ),
 ]
+
+
+def write(directory: Path) -> dict[str, Path]:
+    """Every case as a file in ``directory`` (name -> path), for a test that feeds them to
+    another implementation (kubectl and a real API server) and compares verdicts by level."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for case in CASES:
+        path = directory / f"{case.name}{case.suffix}"
+        path.write_bytes(case.content)
+        out[case.name] = path
+    return out
