@@ -219,6 +219,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         webhook_port=args.webhook_port,
         webhook_host=app.webhook_host(args.webhook_host, args.namespace_of_service),
         webhook_tls=tls,
+        metrics_port=args.metrics_port or None,
     )
     try:
         app.run(config)
@@ -346,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--webhook-port", type=int, default=9443, help="admission webhooks (default 9443)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8081,
+        help="/metrics: webhook requests, verdicts, latency, handler errors (default 8081; 0: off)",
     )
     p.add_argument(
         "--webhook-host",

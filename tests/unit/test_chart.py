@@ -199,6 +199,7 @@ def test_default_release_creates_the_expected_objects(render: Render) -> None:
             ("ValidatingAdmissionPolicy", f"{fullname}-operator-webhook-configurations"),
             ("ValidatingAdmissionPolicyBinding", f"{fullname}-operator-webhook-configurations"),
             ("Service", f"{fullname}-webhook"),
+            ("Service", f"{fullname}-operator-metrics"),
             ("Deployment", f"{fullname}-operator"),
             ("ServiceAccount", f"{fullname}-cleanup"),
             ("ClusterRole", f"{fullname}-cleanup"),
@@ -227,6 +228,23 @@ def test_agent_args_are_what_the_cli_understands(render: Render, session_metrics
     parsed = build_parser().parse_args(args)
     assert parsed.command == "agent" and parsed.node == "node-a"
     assert parsed.no_session_metrics is not session_metrics
+
+
+def test_operator_serves_metrics_where_its_service_and_monitor_look(render: Render) -> None:
+    """The operator's command line, parsed by its own parser, serves /metrics on the port the
+    metrics Service targets (the monitor scrapes that Service)."""
+    from kube_l2tp.cli import build_parser
+
+    docs = render("monitoring")
+    container = _container(_one(docs, "Deployment"))
+    parsed = build_parser().parse_args(container["args"])
+    assert parsed.command == "operator"
+    service = [
+        s for s in _component(docs, "Service", "operator") if "metrics" in s["metadata"]["name"]
+    ]
+    ((port,),) = [s["spec"]["ports"] for s in service]
+    assert _port(container, port["targetPort"]) == parsed.metrics_port == 8081
+    assert parsed.health_port != parsed.metrics_port
 
 
 def test_priority_class_quota_where_the_api_server_needs_one(render: Render, helm: Helm) -> None:
@@ -635,8 +653,7 @@ def test_monitoring_all_on(render: Render) -> None:
         # The job name the alerts and the dashboard expect, whatever the release is called.
         job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
         ports[job] = port["port"]
-    # the operator serves no /metrics: no monitor would find one (a target down for good)
-    assert ports == {"kube-l2tp-agent": 9717}
+    assert ports == {"kube-l2tp-agent": 9717, "kube-l2tp-operator": 8081}
     rules_text = (CHART / "files" / "prometheus-rules.yaml").read_text()
     assert 'job="kube-l2tp-agent"' in rules_text
 

@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,13 @@ from typing import Any, cast
 
 import aiohttp.web
 import kopf
+import prometheus_client
 from kubernetes.config.config_exception import ConfigException
 
 from kube_l2tp.controller import admission, handlers
 from kube_l2tp.controller.tls import SelfSignedIssuer, ServingFiles, service_names, service_of
 from kube_l2tp.k8s.objects import Cluster
+from kube_l2tp.metrics.operator import OperatorMetrics
 
 PREFIX = "operator.kubel2tp.io"
 WEBHOOK_CONFIG = "kube-l2tp.kubel2tp.io"  # the Validating/MutatingWebhookConfiguration kopf owns
@@ -44,6 +47,7 @@ class OperatorConfig:
     # operator makes its own (controller.tls) in tls_dir (None: a new temporary directory).
     webhook_tls: ServingFiles | None = None
     tls_dir: Path | None = None
+    metrics_port: int | None = None  # /metrics (webhook requests, handler errors); None: off
 
 
 def webhook_host(explicit: str | None, namespace: str | None) -> str | None:
@@ -83,10 +87,35 @@ def self_signed(config: OperatorConfig) -> SelfSignedIssuer:
     return issuer
 
 
+def _measured(fn: kopf.WebhookFn, metrics: OperatorMetrics) -> kopf.WebhookFn:
+    """kopf's review function, counted by verdict and timed (an exception is an "error")."""
+
+    async def measured(request: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        verdict = "error"
+        try:
+            response = await fn(request, **kwargs)
+            allowed = (response.get("response") or {}).get("allowed")
+            verdict = "allowed" if allowed else "denied"
+            return response
+        finally:
+            metrics.observe(kwargs.get("webhook") or "", verdict, time.monotonic() - started)
+
+    return cast(kopf.WebhookFn, measured)
+
+
 class GuardedWebhookServer(kopf.WebhookServer):
     """kopf's server with the AdmissionReview envelope checked before kopf reads it
     (admission.read_envelope): what is not understood is denied, or answered 400 when there is
     no request to answer, never a 500 with a traceback (which failurePolicy Ignore admits)."""
+
+    metrics: OperatorMetrics | None = None  # set: every review kopf answers is measured
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        if self.metrics is not None:
+            fn = _measured(fn, self.metrics)
+        async for config in super().__call__(fn):
+            yield config
 
     @staticmethod
     async def _serve(fn: kopf.WebhookFn, request: aiohttp.web.Request) -> aiohttp.web.Response:
@@ -140,7 +169,9 @@ class ServiceWebhookServer(GuardedWebhookServer):
             yield reference
 
 
-def webhook_server(config: OperatorConfig, tls: ServingFiles | None) -> kopf.WebhookServer:
+def webhook_server(
+    config: OperatorConfig, tls: ServingFiles | None, metrics: OperatorMetrics | None = None
+) -> kopf.WebhookServer:
     """HTTPS with these files (plain HTTP only when insecure), named as the API server calls it."""
     files: dict[str, Any] = {"insecure": config.webhook_insecure}
     if tls is not None and not config.webhook_insecure:
@@ -151,13 +182,21 @@ def webhook_server(config: OperatorConfig, tls: ServingFiles | None) -> kopf.Web
         "host": config.webhook_host,
     }
     service = service_of(config.webhook_host)
+    server: GuardedWebhookServer
     if service is not None and not config.webhook_insecure:
         name, namespace = service
-        return ServiceWebhookServer(service=name, namespace=namespace, **common, **files)
-    return GuardedWebhookServer(**common, **files)
+        server = ServiceWebhookServer(service=name, namespace=namespace, **common, **files)
+    else:
+        server = GuardedWebhookServer(**common, **files)
+    server.metrics = metrics
+    return server
 
 
-def settings(config: OperatorConfig, tls: ServingFiles | None = None) -> kopf.OperatorSettings:
+def settings(
+    config: OperatorConfig,
+    tls: ServingFiles | None = None,
+    metrics: OperatorMetrics | None = None,
+) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
     s.peering.standalone = True
     s.peering.mandatory = False
@@ -167,7 +206,7 @@ def settings(config: OperatorConfig, tls: ServingFiles | None = None) -> kopf.Op
         prefix=PREFIX, key="last-handled-configuration"
     )
     s.posting.level = logging.WARNING  # Events for what users must see, not every log line
-    s.admission.server = webhook_server(config, tls)
+    s.admission.server = webhook_server(config, tls, metrics)
     s.admission.managed = WEBHOOK_CONFIG
     return s
 
@@ -199,6 +238,14 @@ async def operator(
         )
 
 
+def serve_metrics(port: int, addr: str = "0.0.0.0") -> OperatorMetrics:
+    """/metrics on ``port``: webhook requests, verdicts and latency, kopf handler errors."""
+    metrics = OperatorMetrics()
+    logging.getLogger("kopf.objects").addHandler(metrics.log_handler())
+    prometheus_client.start_http_server(port, addr=addr, registry=metrics.registry)
+    return metrics
+
+
 class CannotStartError(Exception):
     """Why the operator cannot run at all (said in one line, exit non-zero: the Pod's log)."""
 
@@ -214,10 +261,11 @@ def run(config: OperatorConfig) -> None:
             " account gives one (automountServiceAccountToken must not be false); elsewhere"
             " set KUBECONFIG"
         ) from exc
+    metrics = serve_metrics(config.metrics_port) if config.metrics_port else None
     with _serving(config) as tls:
         kopf.run(
             registry=handlers.registry,
-            settings=settings(config, tls),
+            settings=settings(config, tls, metrics),
             standalone=True,
             clusterwide=True,
             liveness_endpoint=_liveness(config),
