@@ -1,11 +1,11 @@
 """Encrypted tunnels: the key schedule, the XFRM states and policies a tunnel needs, rotation.
 
 Both ends share one secret and nothing else. From it, HKDF-SHA256 derives, per direction of a
-tunnel (sender's tunnel id and address -> receiver's), per key id and per algorithm, the ESP key
-and the SPI, so the two ends compute the same SAs independently and the two directions never share
-a key (nor, therefore, a nonce space). ESP runs in transport mode on exactly the tunnel's flow
-(its UDP ports, or IP protocol 115, between local and remote), so nothing else on the node is
-encrypted or dropped.
+tunnel (sender's tunnel id and address -> receiver's), per key id and per algorithm, the ESP key;
+the same schedule over a public input gives the SPI. The two ends compute the same SAs
+independently and the two directions never share a key (nor, therefore, a nonce space). ESP runs
+in transport mode on exactly the tunnel's flow (its UDP ports, or IP protocol 115, between local
+and remote), so nothing else on the node is encrypted or dropped.
 
 Ownership: every state and policy the agent makes carries a reqid in ``REQID_TAG``'s range (the
 reqid is the tunnel's local id in the low 28 bits); the agent lists, repairs and removes only
@@ -18,6 +18,7 @@ these objects can print one.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -147,13 +148,25 @@ class SaKey:
 
 
 def derive(secret: bytes, flow: Flow, key_id: int, alg: EspAead) -> SaKey:
-    """The SPI and ESP key of ``flow`` for ``key_id``: the same at both ends."""
+    """The SPI and ESP key of ``flow`` for ``key_id``: the same at both ends.
+
+    The key comes from the secret; the SPI from the same schedule over a public input (the label)
+    instead: an SPI is sent in clear in every packet anyway, and an end with the wrong secret then
+    still finds the SA and counts integrity failures on it (a diagnosable "wrong key") instead of
+    dropping packets for an unknown SPI, which the kernel counts only per namespace.
+    """
     check_secret(secret, alg)
+    return SaKey(
+        derive_spi(flow, key_id, alg), _hkdf(secret, b"key", flow, key_id, alg, alg.kernel_key)
+    )
+
+
+def derive_spi(flow: Flow, key_id: int, alg: EspAead) -> int:
+    """The SPI of ``flow`` for ``key_id``: from public inputs only (see :func:`derive`)."""
     if not 0 <= key_id <= MAX_KEY_ID:
         raise XfrmConfigError("InvalidKey", f"encryption.keyID {key_id} is not in 0..{MAX_KEY_ID}")
-    raw = int.from_bytes(_hkdf(secret, b"spi", flow, key_id, alg, 4), "big")
-    spi = MIN_SPI + raw % (0x1_0000_0000 - MIN_SPI)
-    return SaKey(spi, _hkdf(secret, b"key", flow, key_id, alg, alg.kernel_key))
+    raw = int.from_bytes(_hkdf(KDF_LABEL, b"spi", flow, key_id, alg, 4), "big")
+    return MIN_SPI + raw % (0x1_0000_0000 - MIN_SPI)
 
 
 def reqid(tunnel_id: int) -> int:
@@ -256,21 +269,24 @@ class ObservedSa:
 
 
 @dataclass(frozen=True)
-class Encryption:
-    """A tunnel's encryption settings once its secret is read (the API's spec.encryption)."""
+class KeyMaterial:
+    """A tunnel's spec.encryption once its secret is read: what the key schedule needs."""
 
     secret: bytes = field(repr=False)
     key_id: int = 0
     algorithm: str = DEFAULT_ESP_AEAD
 
 
-def sa(tunnel: Tunnel, enc: Encryption, direction: Dir, key_id: int) -> XfrmState:
+def sa(tunnel: Tunnel, enc: KeyMaterial, direction: Dir, key_id: int) -> XfrmState:
     """The SA of one direction of ``tunnel`` under ``key_id``."""
     alg = aead(enc.algorithm)
-    out, inn = flows(tunnel)
-    flow = out if direction == "out" else inn
+    flow = flows(tunnel)[0 if direction == "out" else 1]
     k = derive(enc.secret, flow, key_id, alg)
-    config = SaConfig(
+    return XfrmState(tunnel.name, direction, key_id, _sa_config(tunnel, flow, alg, k))
+
+
+def _sa_config(tunnel: Tunnel, flow: Flow, alg: EspAead, k: SaKey) -> SaConfig:
+    return SaConfig(
         family=flow.family,
         src=flow.src,
         dst=flow.dst,
@@ -281,7 +297,6 @@ def sa(tunnel: Tunnel, enc: Encryption, direction: Dir, key_id: int) -> XfrmStat
         key=k.key,
         icv_bits=alg.icv * 8,
     )
-    return XfrmState(tunnel.name, direction, key_id, config)
 
 
 def policies(tunnel: Tunnel) -> tuple[XfrmPolicy, XfrmPolicy]:
@@ -342,33 +357,119 @@ def rotation(target: int, installed: Installed, now: float, window: float) -> Ke
 class TunnelXfrm:
     """What a tunnel needs now.
 
-    ``states`` are complete (the plan creates and repairs them); ``kept`` are the older key ids'
-    SAs, (direction, key id), that the plan leaves as they are while present and never recreates:
-    their key may come from a secret that has since been replaced, so the agent cannot rebuild them.
+    ``states`` are complete (the plan creates and repairs them); ``kept`` are the idents
+    (family, dst, spi) of older keys' SAs that the plan leaves as they are while present and
+    never recreates: their key may come from a secret since replaced, which the agent cannot
+    rebuild.
     """
 
     states: tuple[XfrmState, ...]
     policies: tuple[XfrmPolicy, ...]
-    kept: frozenset[tuple[Dir, int]] = frozenset()
+    kept: frozenset[tuple[int, str, int]] = frozenset()
     next_step_at: float | None = None
+
+
+def installed(tunnel: Tunnel, enc: KeyMaterial, observed: Iterable[ObservedSa]) -> Installed:
+    """What the kernel holds of ``tunnel``'s SAs, labelled for :func:`rotation`.
+
+    The target key id's SAs are recognised by their SPIs (public: derivable without the secret);
+    any other SA of the tunnel's flow is an older key's, labelled ``-spi`` (its key id is not
+    needed: it is only kept or removed).
+    """
+    out, inn = flows(tunnel)
+    alg = aead(enc.algorithm)
+    rid = reqid(tunnel.tunnel_id)
+    observed = tuple(observed)
+    found: dict[Dir, dict[int, float]] = {"in": {}, "out": {}}
+    pairs: tuple[tuple[Flow, Dir], ...] = ((inn, "in"), (out, "out"))
+    for flow, direction in pairs:
+        target_spi = derive_spi(flow, enc.key_id, alg)
+        sel = Selector.of(flow)
+        for o in observed:
+            c = o.config
+            if c.reqid == rid and c.selector == sel and (c.src, c.dst) == (flow.src, flow.dst):
+                label = enc.key_id if c.spi == target_spi else -c.spi
+                found[direction][label] = float(o.add_time)
+    return Installed(found["in"], found["out"])
 
 
 def desired(
     tunnel: Tunnel,
-    enc: Encryption,
-    installed: Installed | None = None,
+    enc: KeyMaterial,
+    observed: Iterable[ObservedSa] = (),
     now: float = 0.0,
     window: float = DEFAULT_ROTATION_WINDOW,
 ) -> TunnelXfrm:
-    """The states and policies ``tunnel`` needs now, given what the kernel holds of its SAs."""
-    keys = rotation(enc.key_id, installed or Installed(), now, window)
+    """The states and policies ``tunnel`` needs now, given the agent's SAs in the kernel."""
+    keys = rotation(enc.key_id, installed(tunnel, enc, observed), now, window)
+    out, inn = flows(tunnel)
     states = [sa(tunnel, enc, "in", enc.key_id)]
-    kept: set[tuple[Dir, int]] = {("in", k) for k in keys.inbound - {enc.key_id}}
+    kept = {(inn.family, inn.dst, -k) for k in keys.inbound if k != enc.key_id}
     if keys.outbound == enc.key_id:
         states.append(sa(tunnel, enc, "out", enc.key_id))
     else:
-        kept.add(("out", keys.outbound))
+        kept.add((out.family, out.dst, -keys.outbound))
     return TunnelXfrm(tuple(states), policies(tunnel), frozenset(kept), keys.next_step_at)
+
+
+@dataclass(frozen=True)
+class XfrmPlan:
+    """Writes that make the kernel's XFRM objects of the agent's range match the desired ones.
+
+    Apply ``add_sas`` and ``put_policies`` (UPDPOLICY: create or replace) before the L2TP
+    tunnels are programmed, so no L2TP packet leaves in clear; ``delete_policies`` then
+    ``delete_sas`` after the L2TP reconcile, so a removed tunnel never sends unprotected.
+    An SA whose content differs (a key changed by hand) is deleted and added again: the
+    kernel cannot change a key in place.
+    """
+
+    add_sas: tuple[SaConfig, ...] = ()
+    put_policies: tuple[PolicyConfig, ...] = ()
+    delete_policies: tuple[PolicyConfig, ...] = ()
+    delete_sas: tuple[SaConfig, ...] = ()
+    repair_sas: tuple[SaConfig, ...] = ()  # delete, then add (in add_sas too)
+    # Wanted objects whose place (SA: family, dst, spi; policy: direction, selector) someone
+    # else's object holds: never overwritten; the tunnel is reported and left unprogrammed.
+    conflicts: tuple[SaConfig | PolicyConfig, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.add_sas or self.put_policies or self.delete_policies or self.delete_sas)
+
+
+def plan(
+    wanted: Iterable[TunnelXfrm],
+    observed_sas: Iterable[ObservedSa],
+    observed_policies: Iterable[PolicyConfig],
+    foreign: Iterable[tuple[int, str, int] | tuple[Dir, Selector]] = (),
+) -> XfrmPlan:
+    """Compare desired with observed; only objects with the agent's reqids are changed.
+
+    ``foreign``: the idents of every SA and policy not the agent's (any reqid outside its range),
+    so that a wanted object in a place someone else holds is a conflict, not an overwrite.
+    """
+    want_sas: dict[tuple[int, str, int], SaConfig] = {}
+    want_pols: dict[tuple[Dir, Selector], PolicyConfig] = {}
+    keep: set[tuple[int, str, int]] = set()
+    for t in wanted:
+        want_sas.update((s.config.ident, s.config) for s in t.states)
+        want_pols.update((p.config.ident, p.config) for p in t.policies)
+        keep |= t.kept
+    have_sas = {o.config.ident: o.config for o in observed_sas if owned(o.config.reqid)}
+    have_pols = {p.ident: p for p in observed_policies if owned(p.reqid)}
+    repair = tuple(c for i, c in have_sas.items() if i in want_sas and want_sas[i] != c)
+    add = tuple(c for i, c in want_sas.items() if have_sas.get(i) != c)
+    delete = tuple(c for i, c in have_sas.items() if i not in want_sas and i not in keep)
+    put = tuple(c for i, c in want_pols.items() if have_pols.get(i) != c)
+    drop = tuple(c for i, c in have_pols.items() if i not in want_pols)
+    taken = set(foreign)
+    conflicts: tuple[SaConfig | PolicyConfig, ...] = (
+        *(c for c in add if c.ident in taken),
+        *(c for c in put if c.ident in taken),
+    )
+    add = tuple(c for c in add if c.ident not in taken)
+    put = tuple(c for c in put if c.ident not in taken)
+    return XfrmPlan(add, put, drop, delete, repair, conflicts)
 
 
 def spi_clashes(states: Iterable[XfrmState]) -> list[tuple[XfrmState, XfrmState]]:
@@ -395,3 +496,57 @@ def reqid_clashes(tunnels: Iterable[Tunnel]) -> list[tuple[Tunnel, Tunnel]]:
         if first is not t:
             clashes.append((first, t))
     return clashes
+
+
+# `ip xfrm` arguments for the same objects: what `render --peer` prints for a far end that is not
+# this agent (with a placeholder instead of the key), and the reference the kernel tests hold the
+# netlink codec against.
+def _ip_selector(sel: Selector) -> list[str]:
+    args = ["src", f"{sel.src}/{sel.prefixlen}", "dst", f"{sel.dst}/{sel.prefixlen}"]
+    args += ["proto", "udp" if sel.proto == IPPROTO_UDP else str(sel.proto)]
+    if sel.sport or sel.dport:
+        args += ["sport", str(sel.sport), "dport", str(sel.dport)]
+    return args
+
+
+def ip_state_args(sa: SaConfig, key: str) -> list[str]:
+    """``ip xfrm state add`` arguments; ``key`` is the key's text (0x... or a placeholder)."""
+    return [
+        "xfrm", "state", "add", "src", sa.src, "dst", sa.dst, "proto", "esp",
+        "spi", f"{sa.spi:#010x}", "reqid", f"{sa.reqid:#010x}", "mode", "transport",
+        "replay-window", str(sa.replay_window), "aead", sa.aead_name, key, str(sa.icv_bits),
+        "sel", *_ip_selector(sa.selector),
+    ]  # fmt: skip
+
+
+def ip_policy_args(pol: PolicyConfig) -> list[str]:
+    """``ip xfrm policy add`` arguments."""
+    return [
+        "xfrm", "policy", "add", *_ip_selector(pol.selector), "dir", pol.direction,
+        "priority", str(pol.priority), "tmpl", "src", pol.tmpl_src, "dst", pol.tmpl_dst,
+        "proto", "esp", "reqid", f"{pol.reqid:#010x}", "mode", "transport",
+    ]  # fmt: skip
+
+
+def key_placeholder(spi: int) -> str:
+    return f"$KEY_{spi:08X}"
+
+
+def ip_commands(tunnel: Tunnel, algorithm: str, key_id: int) -> list[str]:
+    """This end's `ip xfrm` commands (inbound SA, outbound SA, policies), keys as placeholders.
+
+    No secret is needed: SPIs come from public inputs; each key is ``$KEY_<SPI>``.
+    """
+    alg = aead(algorithm)
+    out, inn = flows(tunnel)
+    lines = []
+    for flow in (inn, out):
+        k = SaKey(derive_spi(flow, key_id, alg), b"")
+        args = ip_state_args(_sa_config(tunnel, flow, alg, k), key_placeholder(k.spi))
+        lines.append(_shell(args))
+    lines += [_shell(ip_policy_args(p.config)) for p in policies(tunnel)]
+    return lines
+
+
+def _shell(args: list[str]) -> str:
+    return "ip " + " ".join(a if a.startswith("$KEY_") else shlex.quote(a) for a in args)
