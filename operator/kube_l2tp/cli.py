@@ -110,6 +110,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     """The agent: from --manifests (standalone), else from the API server (in a cluster)."""
     import logging  # noqa: PLC0415
 
+    from kube_l2tp.agent.encryption import XfrmStep  # noqa: PLC0415
     from kube_l2tp.agent.standalone import (  # noqa: PLC0415
         Agent,
         AgentConfig,
@@ -119,6 +120,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from kube_l2tp.agent.statestore import StateError, StateStore  # noqa: PLC0415
     from kube_l2tp.core.state import KernelError  # noqa: PLC0415
     from kube_l2tp.netlink.kernel import Kernel  # noqa: PLC0415
+    from kube_l2tp.netlink.xfrm import Xfrm  # noqa: PLC0415
 
     logging.basicConfig(
         level=logging.WARNING if args.once else logging.INFO,
@@ -153,6 +155,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             agent = cluster_agent(config, kernel, store)
         else:
             agent = Agent(config, kernel, store)
+        agent.xfrm = XfrmStep(Xfrm)  # opened only if a tunnel of the node is encrypted
         if args.metrics_bind_address not in ("", "off") and not args.once:
             from kube_l2tp.agent.serve import serve_metrics  # noqa: PLC0415
 

@@ -14,16 +14,22 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from helpers import NetnsFactory, TwoSites, in_netns, ip, ip_batch, run
 
-from kube_l2tp.api import overhead
-from kube_l2tp.api.model import Tunnel, Udp
+from kube_l2tp.agent.encryption import XfrmStep
+from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.statestore import StateStore
+from kube_l2tp.api import manifests, overhead, validation
+from kube_l2tp.api.model import Resources, Tunnel, Udp
 from kube_l2tp.core import xfrm
-from kube_l2tp.core.render import mirror_tunnel
+from kube_l2tp.core.reconcile import Result
+from kube_l2tp.core.render import mirror_tunnel, render
 from kube_l2tp.core.state import KernelError, Outcome
 from kube_l2tp.netlink import xfrm as nl
+from kube_l2tp.netlink.kernel import Kernel
 
 SECRET = bytes(range(32))
 ENC = xfrm.KeyMaterial(SECRET, 1)
@@ -263,3 +269,122 @@ def test_wrong_key_drops_and_counts(two_sites: TwoSites) -> None:
     with xfrm_in(two_sites.b) as x:
         after = next(s for s in x.dump_sas() if s.observed and s.dst == "192.0.2.2")
     assert after.observed is not None and after.observed.counters.integrity_failed >= 3
+
+
+# --- the agent, with the far end configured by hand from render --peer -------------------------
+
+MANIFEST = """\
+apiVersion: kubel2tp.io/v1alpha1
+kind: L2TPTunnel
+metadata: {{name: site-a}}
+spec:
+  nodeName: site-a
+  tunnelID: 3000
+  peerTunnelID: 4000
+  local: 192.0.2.1
+  remote: 192.0.2.2
+  udp: {{sourcePort: 5000, destinationPort: 6000}}
+  encryption: {{keyFile: {key}, keyID: 1}}
+---
+apiVersion: kubel2tp.io/v1alpha1
+kind: L2TPSession
+metadata: {{name: site-a-1}}
+spec:
+  tunnelRef: site-a
+  sessionID: 1000
+  peerSessionID: 2000
+  interfaceName: pw0
+  interface:
+    addresses: [{{address: 198.51.100.1, peer: 198.51.100.2}}]
+"""
+
+
+def by_hand_from_render(ns: str, res: Resources, secret: bytes) -> None:
+    """What a person does on the far end: render --peer, each $KEY_<SPI> replaced by the key the
+    README's derivation gives (here: the core's, on the far end's own flows)."""
+    far = mirror_tunnel(res.tunnels[0])
+    keys = xfrm.KeyMaterial(secret, 1)
+    lines = render(res, peer=True).splitlines()
+    for s in xfrm.desired(far, keys).states:
+        lines = [
+            ln.replace(xfrm.key_placeholder(s.config.spi), "0x" + s.config.key.hex())
+            for ln in lines
+        ]
+    commands = [ln.removeprefix("ip ") for ln in lines if ln.startswith("ip ")]
+    assert not any("$KEY" in c for c in commands)
+    ip_batch(ns, commands)
+
+
+def settled(agent: Agent, timeout: float = 20.0) -> Result:
+    """Reconcile until converged: a tunnel deleted a moment ago may still be going (EEXIST)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = agent.reconcile_once("test")
+        if result.converged or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
+def ours(ns: str) -> tuple[list[nl.RawSa], list[nl.RawPolicy]]:
+    with xfrm_in(ns) as x:
+        return (
+            [s for s in x.dump_sas() if xfrm.owned(s.reqid)],
+            [p for p in x.dump_policies() if xfrm.owned(p.reqid)],
+        )
+
+
+def test_agent_encrypts_and_interoperates_with_ip_xfrm_by_hand(
+    two_sites: TwoSites, tmp_path: Path
+) -> None:
+    key = tmp_path / "site-a.key"
+    key.write_bytes(SECRET)
+    key.chmod(0o600)
+    mdir = tmp_path / "manifests"
+    mdir.mkdir()
+    (mdir / "a.yaml").write_text(MANIFEST.format(key=key))
+    res = validation.check_documents(manifests.load([mdir])).resources
+    with in_netns(two_sites.a), Kernel() as kernel:
+        store = StateStore(tmp_path / "state")
+        agent = Agent(AgentConfig("site-a", mdir, tmp_path / "state", 30.0), kernel, store,
+                      xfrm=XfrmStep(nl.Xfrm))  # fmt: skip
+        try:
+            assert settled(agent).converged
+            by_hand_from_render(two_sites.b, res, SECRET)
+            ping(two_sites.a, 56, count=1)
+            with Capture(two_sites.a, two_sites.ifname) as cap:
+                assert ping(two_sites.a, 56)
+            seen = cap.l4()
+            assert [s for s in seen if s[0] == 50] and not [s for s in seen if s[0] == 17], seen
+            # a foreign SA survives everything; a policy deleted by hand comes back
+            ip(two_sites.a, "xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.9",
+               "proto", "esp", "spi", "0x1000", "reqid", "7", "mode", "transport", "aead",
+               "rfc4106(gcm(aes))", "0x" + "11" * 20, "128")  # fmt: skip
+            sas, pols = ours(two_sites.a)
+            assert len(sas) == 2 and len(pols) == 2
+            gone = pols[0].config
+            assert gone is not None
+            with xfrm_in(two_sites.a) as x:
+                x.delete_policy(gone.direction, gone.selector)
+            assert settled(agent).converged
+            assert {p.config for p in ours(two_sites.a)[1]} == {p.config for p in pols}
+            assert ping(two_sites.a, 56)
+            # a key file others may read: the tunnel is taken down, not left in clear
+            key.chmod(0o644)
+            result = agent.reconcile_once("test")
+            assert result.results["L2TPTunnel/site-a"].reason == "InvalidKey"
+            assert ours(two_sites.a) == ([], [])
+            deadline = time.monotonic() + 10
+            while ip(two_sites.a, "l2tp", "show", "tunnel").strip():  # deleted asynchronously
+                assert time.monotonic() < deadline, "the withheld tunnel was not removed"
+                time.sleep(0.1)
+            key.chmod(0o600)
+            assert settled(agent).converged
+            assert ping(two_sites.a, 56)
+            # removal leaves nothing of the agent's
+            (mdir / "a.yaml").unlink()
+            agent.reconcile_once("test")
+            assert ours(two_sites.a) == ([], [])
+            with xfrm_in(two_sites.a) as x:
+                assert [s.spi for s in x.dump_sas()] == [0x1000]
+        finally:
+            store.close()

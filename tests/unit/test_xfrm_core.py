@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kube_l2tp.api import overhead
-from kube_l2tp.api.model import Tunnel, Udp
+from kube_l2tp.api.model import Resources, Tunnel, Udp
 from kube_l2tp.core import xfrm
 
 SECRET = bytes(range(32))
@@ -328,3 +328,55 @@ def test_esp_overhead_bounds_and_session_mtu() -> None:
         overhead.session_mtu(ipv6=True, udp=False, cookie_len=8, l2spec_default=True, esp=gcm)
         == 1430 - 34
     )
+
+
+def test_render_prints_both_ends_ip_xfrm_without_keys() -> None:
+    from kube_l2tp.api.model import Encryption
+    from kube_l2tp.core import render
+
+    t = dataclasses.replace(A, encryption=Encryption(key_id=1, key_file="/k"))
+    here = render.render(Resources((t,)))
+    there = render.render(Resources((t,)), peer=True)
+    enc = xfrm.KeyMaterial(SECRET, 1)
+    ours = {s.direction: s.config for s in xfrm.desired(A, enc).states}
+    theirs = {s.direction: s.config for s in xfrm.desired(B, enc).states}
+    for text, sas in ((here, ours), (there, theirs)):
+        lines = text.splitlines()
+        xfrm_lines = [i for i, line in enumerate(lines) if line.startswith("ip xfrm")]
+        l2tp_line = next(i for i, line in enumerate(lines) if line.startswith("ip l2tp add tunnel"))
+        assert len(xfrm_lines) == 4 and max(xfrm_lines) < l2tp_line  # ESP before any L2TP
+        for c in sas.values():
+            assert f"spi {c.spi:#010x}" in text and f"$KEY_{c.spi:08X} 128" in text
+            assert c.key.hex() not in text
+        assert SECRET.hex() not in text
+    # what one end sends the other receives: same SPIs, swapped roles
+    assert ours["out"].spi == theirs["in"].spi and ours["in"].spi == theirs["out"].spi
+
+
+def test_mtu_warning_counts_esp() -> None:
+    from kube_l2tp.api import manifests, validation
+
+    def docs(mtu: int, encrypted: bool) -> list[manifests.Document]:
+        udp = {"sourcePort": 5000, "destinationPort": 6000}
+        ends = {"local": "192.0.2.1", "remote": "192.0.2.2"}
+        spec: dict[str, object] = {"nodeName": "n", "tunnelID": 1, "peerTunnelID": 2, **ends}
+        spec["udp"] = udp
+        if encrypted:
+            spec["encryption"] = {"keyFile": "/k"}
+        t = {"apiVersion": "kubel2tp.io/v1alpha1", "kind": "L2TPTunnel",
+             "metadata": {"name": "t"}, "spec": spec}  # fmt: skip
+        s = {"apiVersion": "kubel2tp.io/v1alpha1", "kind": "L2TPSession",
+             "metadata": {"name": "s"},
+             "spec": {"tunnelRef": "t", "sessionID": 1, "peerSessionID": 2,
+                      "interface": {"mtu": mtu}}}  # fmt: skip
+        return [manifests.Document("t", t), manifests.Document("s", s)]
+
+    def warned(mtu: int, encrypted: bool) -> list[str]:
+        report = validation.check_documents(docs(mtu, encrypted))
+        assert not report.errors, [p.render() for p in report.errors]
+        return [p.message for p in report.warnings]
+
+    assert warned(1446, False) == [] and warned(1412, True) == []
+    (message,) = warned(1446, True)
+    assert "above the 1412 that fits a 1500-byte underlay with ESP" in message
+    assert warned(1413, True) and warned(1447, False)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from kube_l2tp.agent.encryption import XfrmStep
 from kube_l2tp.agent.source import ManifestSource, Snapshot, Source
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.api.problems import Severity
@@ -62,8 +63,10 @@ class Agent:
         kernel: Kernel,
         store: StateStore,
         source: Source | None = None,
+        xfrm: XfrmStep | None = None,
     ) -> None:
         self.config = config
+        self.xfrm = xfrm  # ESP for encrypted tunnels (agent.encryption); None: never touched
         self.kernel = kernel
         self.store = store
         # A directory of manifests, or the API server's objects for this node (agent.cluster).
@@ -160,8 +163,11 @@ class Agent:
             for problem in snapshot.problems:  # said once, not at every resync
                 level = logging.ERROR if problem.severity is Severity.ERROR else logging.WARNING
                 log.log(level, "%s", problem.render())
-        desired = desired_state(snapshot.resources, self.config.node)
         started = time.monotonic()
+        resources, withheld = snapshot.resources, dict[str, ObjectResult]()
+        if self.xfrm is not None:  # SAs and policies before the tunnels: nothing leaves in clear
+            resources, withheld = self.xfrm.before(resources, self.config.node)
+        desired = desired_state(resources, self.config.node)
         recording = _Recording(self.kernel, self._record_sessions)
         result = reconcile(recording, desired, self.owned, save=self.store.save)
         if result.incomplete:
@@ -171,6 +177,10 @@ class Agent:
             self._incomplete = True
             return self.last or result
         self._incomplete = False
+        # the L2TP reconcile is complete: the XFRM objects of removed tunnels may go now
+        if self.xfrm is not None:
+            self.xfrm.after()
+            result.results.update(withheld)
         result = _mark_invalid(result, snapshot)
         seconds = time.monotonic() - started
         quiet = result.writes == 0 and result.converged  # a resync that found nothing to do
@@ -208,7 +218,11 @@ class Agent:
             self.last is not None
             and any(r.reason == "Progressing" for r in self.last.results.values())
         )
-        return time.monotonic() + (RETRY_SECONDS if progressing else self.config.resync_seconds)
+        due = time.monotonic() + (RETRY_SECONDS if progressing else self.config.resync_seconds)
+        rotation = self.xfrm.next_step_at if self.xfrm is not None else None
+        if rotation is not None:  # a key rotation's next step (wall clock, as the kernel's)
+            due = min(due, time.monotonic() + max(0.0, rotation - time.time()))
+        return due
 
     def run(self) -> None:
         """Reconcile until stopped; returns without touching the kernel."""

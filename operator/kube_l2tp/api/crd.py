@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from kube_l2tp.api import patterns
+from kube_l2tp.api.overhead import DEFAULT_ESP_AEAD, ESP_AEADS
 
 GROUP = "kubel2tp.io"
 VERSION = "v1alpha1"
@@ -201,6 +202,67 @@ def _udp() -> Schema:
     )
 
 
+def _encryption() -> Schema:
+    return obj(
+        "Encrypt this tunnel's traffic with IPsec ESP (transport mode, on exactly this tunnel's"
+        " UDP ports or IP protocol 115 between local and remote; nothing else on the node is"
+        " affected). Both ends need the same secret, algorithm and, in steady state, key id:"
+        " `kube-l2tp render --peer` prints the far end's `ip xfrm` commands. One key per"
+        " direction is derived from the secret (HKDF-SHA256); keys are never logged or shown."
+        " ESP costs 34-37 bytes of MTU (1446 -> 1412 for UDP over IPv4 on a 1500 underlay).",
+        {
+            "type": string("ipsec, the only type.", 5, enum=["ipsec"], default="ipsec"),
+            "secretRef": obj(
+                "In a cluster: the Secret holding the shared secret (at least 32 random bytes"
+                " for the 256-bit algorithms, 16 for aes128gcm16) under its key `secret`."
+                " The agent reads only the Secrets its own node's tunnels name.",
+                {
+                    "namespace": string("The Secret's namespace.", 63, minLength=1),
+                    "name": string("The Secret's name.", 253, minLength=1),
+                },
+                required=["namespace", "name"],
+            ),
+            "keyFile": string(
+                "Standalone agent: absolute path of a file holding the shared secret (its raw"
+                " bytes, e.g. `head -c 32 /dev/urandom > FILE`). A file that its group or"
+                " others may read is refused: chmod 600 (or 400).",
+                4096,
+                **{
+                    "x-kubernetes-validations": [
+                        cel("self.startsWith('/')", "keyFile must be an absolute path")
+                    ]
+                },
+            ),
+            "algorithm": string(
+                "The ESP AEAD: aes256gcm16 (default; AES-GCM, RFC 4106, 16-byte ICV),"
+                " aes128gcm16, or chacha20poly1305 (RFC 7634; fast without AES instructions).",
+                32,
+                enum=sorted(ESP_AEADS),
+                default=DEFAULT_ESP_AEAD,
+            ),
+            "keyID": integer(
+                "Which key: change it (with the same or a new secret) to rotate without losing"
+                " traffic. The new inbound key is installed at once, this end sends with it one"
+                " window later and stops accepting the old key a window after that, so the two"
+                " ends may change keyID at different moments within one window.",
+                0,
+                65535,
+                default=0,
+            ),
+        },
+        **{
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.secretRef) != has(self.keyFile)",
+                    "encryption needs exactly one of secretRef (in a cluster) and keyFile"
+                    " (standalone agent)",
+                    reason="FieldValueInvalid",
+                )
+            ]
+        },
+    )
+
+
 def tunnel_spec() -> Schema:
     return obj(
         "An unmanaged (static) L2TPv3 tunnel on one node; the equivalent of `ip l2tp add tunnel`."
@@ -246,6 +308,7 @@ def tunnel_spec() -> Schema:
                 default="udp",
             ),
             "udp": _udp(),
+            "encryption": _encryption(),
         },
         required=["nodeName", "tunnelID", "peerTunnelID", "local", "remote"],
         **{

@@ -29,6 +29,34 @@ class Udp:
 
 
 @dataclass(frozen=True)
+class Encryption:
+    """spec.encryption: where the shared secret is and how it is used (never the secret)."""
+
+    algorithm: str = overhead.DEFAULT_ESP_AEAD
+    key_id: int = 0
+    secret_namespace: str | None = None  # secretRef, in a cluster
+    secret_name: str | None = None
+    key_file: str | None = None  # standalone
+
+    @property
+    def aead(self) -> overhead.EspAead:
+        return overhead.ESP_AEADS[self.algorithm]
+
+    @classmethod
+    def from_spec(cls, raw: dict[str, Any] | None) -> Encryption | None:
+        if not raw:
+            return None
+        ref = raw.get("secretRef") or {}
+        return cls(
+            algorithm=raw.get("algorithm", overhead.DEFAULT_ESP_AEAD),
+            key_id=raw.get("keyID", 0),
+            secret_namespace=ref.get("namespace"),
+            secret_name=ref.get("name"),
+            key_file=raw.get("keyFile"),
+        )
+
+
+@dataclass(frozen=True)
 class Tunnel:
     name: str
     node: str
@@ -40,6 +68,7 @@ class Tunnel:
     udp: Udp | None = None
     source: str = ""
     generation: int = 0
+    encryption: Encryption | None = None
 
     @property
     def ipv6(self) -> bool:
@@ -68,6 +97,7 @@ class Tunnel:
             else None,
             source=source,
             generation=obj["metadata"].get("generation", 0),
+            encryption=Encryption.from_spec(spec.get("encryption")),
         )
 
 
@@ -200,12 +230,24 @@ class Session:
 
     def kernel_mtu(self, tunnel: Tunnel, underlay_mtu: int = overhead.DEFAULT_UNDERLAY_MTU) -> int:
         """The MTU the kernel computes for this session's interface."""
+        return self._mtu(tunnel, underlay_mtu, None)
+
+    def encrypted_mtu(
+        self, tunnel: Tunnel, underlay_mtu: int = overhead.DEFAULT_UNDERLAY_MTU
+    ) -> int | None:
+        """The largest MTU whose frames still fit the underlay once ESP is added (None: clear)."""
+        if tunnel.encryption is None:
+            return None
+        return self._mtu(tunnel, underlay_mtu, tunnel.encryption.aead)
+
+    def _mtu(self, tunnel: Tunnel, underlay_mtu: int, esp: overhead.EspAead | None) -> int:
         return overhead.session_mtu(
             ipv6=tunnel.ipv6,
             udp=tunnel.encapsulation == "udp",
             cookie_len=len(self.cookie_bytes),
             l2spec_default=self.l2spec_type == "default",
             underlay_mtu=underlay_mtu,
+            esp=esp,
         )
 
     @classmethod

@@ -503,6 +503,21 @@ def _peers(res: Resources) -> Iterable[Problem]:
                 f" {b.encapsulation}: both ends must use the same encapsulation",
             )
             continue
+        if (a.encryption is None) != (b.encryption is None):
+            yield _t(
+                a,
+                "spec.encryption",
+                f"is {'set' if a.encryption else 'not set'} but the peer L2TPTunnel/{b.name}'s"
+                f" is {'set' if b.encryption else 'not set'}: one end alone encrypting drops"
+                " every frame; set encryption on both ends or on neither",
+            )
+        elif a.encryption and b.encryption and a.encryption.algorithm != b.encryption.algorithm:
+            yield _t(
+                a,
+                "spec.encryption.algorithm",
+                f"is {a.encryption.algorithm} but the peer L2TPTunnel/{b.name} uses"
+                f" {b.encryption.algorithm}: both ends must use the same algorithm",
+            )
         if a.udp and b.udp:
             if a.udp.destination_port != b.udp.source_port:
                 yield _t(
@@ -592,13 +607,15 @@ def _warnings(res: Resources) -> Iterable[Problem]:
         tunnel = res.tunnel(s.tunnel_ref)
         if tunnel is None or s.interface.mtu is None:
             continue
-        fits = s.kernel_mtu(tunnel)
+        encrypted = s.encrypted_mtu(tunnel)
+        fits = s.kernel_mtu(tunnel) if encrypted is None else encrypted
         if s.interface.mtu > fits:
+            esp = " with ESP's 34-37 bytes" if encrypted is not None else ""
             yield _s(
                 s,
                 "spec.interface.mtu",
-                f"is {s.interface.mtu}, above the {fits} that fits a 1500-byte underlay: every"
-                " full-size frame will be sent as two IP fragments (slower, and dropped where"
-                f" fragments are filtered). Use {fits} unless the underlay MTU is larger",
+                f"is {s.interface.mtu}, above the {fits} that fits a 1500-byte underlay{esp}:"
+                " every full-size frame will be sent as two IP fragments (slower, and dropped"
+                f" where fragments are filtered). Use {fits} unless the underlay MTU is larger",
                 WARNING,
             )

@@ -19,6 +19,7 @@ import shlex
 from dataclasses import replace
 
 from kube_l2tp.api.model import Bridge, Interface, Resources, Session, Tunnel, Udp
+from kube_l2tp.core import xfrm
 
 
 def mirror_tunnel(t: Tunnel) -> Tunnel:
@@ -160,6 +161,17 @@ def _comment(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
+def encryption_commands(t: Tunnel) -> list[str]:
+    enc = t.encryption
+    assert enc is not None
+    return [
+        f"# IPsec ESP {enc.algorithm}, key id {enc.key_id}: $KEY_<SPI> is that SA's key, 0x and"
+        f" {2 * enc.aead.kernel_key} hex digits derived from the shared secret (HKDF-SHA256,"
+        " README: Encryption); keys are never printed",
+        *xfrm.ip_commands(t, enc.algorithm, enc.key_id),
+    ]
+
+
 def render(resources: Resources, *, node: str | None = None, peer: bool = False) -> str:
     """Commands per node, tunnels first, each followed by its sessions and their interfaces."""
     out: list[str] = []
@@ -174,6 +186,8 @@ def render(resources: Resources, *, node: str | None = None, peer: bool = False)
         bridges: set[str] = set()
         for tunnel in mine.tunnels:
             t = mirror_tunnel(tunnel) if peer else tunnel
+            if t.encryption is not None:  # the policies first: no frame of it leaves in clear
+                out += encryption_commands(t)
             out.append(tunnel_command(t))
             for session in (s for s in mine.sessions if s.tunnel_ref == tunnel.name):
                 s = mirror_session(session) if peer else session

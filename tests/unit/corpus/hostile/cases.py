@@ -529,6 +529,25 @@ def _cases() -> list[Case]:
             "valid",
             "",
         ),
+        # encryption: where the secret is must be absolute and single; its path never printed
+        Case(
+            "encryption-relative-key-file",
+            docs(tunnel(encryption={"keyFile": "../../etc/shadow"})),
+            "schema",
+            "keyFile must be an absolute path",
+        ),
+        Case(
+            "encryption-no-secret",
+            docs(tunnel(encryption={"algorithm": "aes128gcm16"})),
+            "schema",
+            "encryption needs exactly one of secretRef",
+        ),
+        Case(
+            "encryption-shell-in-key-file-valid",
+            docs(tunnel(encryption={"keyFile": "/k;$(reboot)`id`\nip link del dev eth0"})),
+            "valid",
+            "",
+        ),
     ]
 
 
