@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import NetnsFactory, TwoSites, in_netns, ip, ip_batch, run
+from helpers import NetnsFactory, TwoSites, in_netns, ip, ip_batch, ip_json, run
 
 from kube_l2tp.agent.encryption import XfrmStep
 from kube_l2tp.agent.standalone import Agent, AgentConfig
@@ -388,3 +389,125 @@ def test_agent_encrypts_and_interoperates_with_ip_xfrm_by_hand(
                 assert [s.spi for s in x.dump_sas()] == [0x1000]
         finally:
             store.close()
+
+
+@pytest.mark.parametrize("kind", sorted(TUNNELS))
+def test_kernel_session_mtu_counts_esp_when_policies_come_first(
+    two_sites: TwoSites, kind: str
+) -> None:
+    """With the policies in place before the tunnel (the agent's order), the kernel's own MTU for
+    the session interface already leaves room for ESP: the same figure as overhead.session_mtu."""
+    t = TUNNELS[kind]
+    if t.ipv6:
+        t = Tunnel(t.name, t.node, t.tunnel_id, t.peer_tunnel_id, two_sites.a6, two_sites.b6,
+                   t.encapsulation, t.udp)  # fmt: skip
+    program(two_sites.a, xfrm.desired(t, ENC))
+    cmd = (f"l2tp add tunnel tunnel_id 3000 peer_tunnel_id 4000 encap {t.encapsulation}"
+           f" local {t.local} remote {t.remote}")  # fmt: skip
+    if t.udp:
+        cmd += " udp_sport 5000 udp_dport 6000"
+    ip_batch(
+        two_sites.a,
+        [cmd, "l2tp add session name pw0 tunnel_id 3000 session_id 1 peer_session_id 2"],
+    )
+    (link,) = ip_json(two_sites.a, "link", "show", "dev", "pw0")
+    alg = overhead.ESP_AEADS[ENC.algorithm]
+    expected = overhead.session_mtu(ipv6=t.ipv6, udp=t.udp is not None, cookie_len=0,
+                                    l2spec_default=True, esp=alg)  # fmt: skip
+    assert link["mtu"] == expected
+
+
+FAR_MANIFEST = """\
+apiVersion: kubel2tp.io/v1alpha1
+kind: L2TPTunnel
+metadata: {{name: site-b}}
+spec:
+  nodeName: site-b
+  tunnelID: 4000
+  peerTunnelID: 3000
+  local: 192.0.2.2
+  remote: 192.0.2.1
+  udp: {{sourcePort: 6000, destinationPort: 5000}}
+  encryption: {{keyFile: {key}, keyID: 1}}
+---
+apiVersion: kubel2tp.io/v1alpha1
+kind: L2TPSession
+metadata: {{name: site-b-1}}
+spec:
+  tunnelRef: site-b
+  sessionID: 2000
+  peerSessionID: 1000
+  interfaceName: pw0
+  interface:
+    addresses: [{{address: 198.51.100.2, peer: 198.51.100.1}}]
+"""
+
+
+def test_rotation_under_traffic_loses_nothing(two_sites: TwoSites, tmp_path: Path) -> None:
+    """Two agents, 20 pings a second; each end changes keyID at its own moment (1 s apart, in a
+    3 s window): not one ping lost, and both ends end on the new key alone."""
+    window = 3.0
+    ends = []
+    for ns, node, text in (
+        (two_sites.a, "site-a", MANIFEST),
+        (two_sites.b, "site-b", FAR_MANIFEST),
+    ):
+        d = tmp_path / node
+        d.mkdir()
+        key = d / "key"
+        key.write_bytes(SECRET)
+        key.chmod(0o600)
+        (d / "m").mkdir()
+        (d / "m" / "t.yaml").write_text(text.format(key=key))
+        with in_netns(ns):
+            kernel = Kernel()
+        store = StateStore(d / "state")
+        agent = Agent(AgentConfig(node, d / "m", d / "state", 30.0), kernel, store,
+                      xfrm=XfrmStep(nl.Xfrm, window=window))  # fmt: skip
+        ends.append((ns, agent, d / "m" / "t.yaml", kernel, store))
+
+    def round_all() -> bool:
+        ok = True
+        for ns, agent, _path, _k, _s in ends:
+            with in_netns(ns):
+                ok = agent.reconcile_once("test").converged and ok
+        return ok
+
+    def rotate(path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(path.read_text().replace("keyID: 1", "keyID: 2"))
+        tmp.rename(path)
+
+    try:
+        deadline = time.monotonic() + 20
+        while not round_all():
+            assert time.monotonic() < deadline, "the two agents did not converge"
+            time.sleep(0.2)
+        ping(two_sites.a, 56, count=1)
+        cmd = ["ip", "netns", "exec", two_sites.a, "ping", "-c", "200", "-i", "0.05", "-W", "1",
+               "198.51.100.2"]  # fmt: skip
+        traffic = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        start = time.monotonic()
+        rotated: set[int] = set()
+        while traffic.poll() is None:
+            elapsed = time.monotonic() - start
+            for i, at in ((0, 1.0), (1, 2.0)):
+                if elapsed >= at and i not in rotated:
+                    rotate(ends[i][2])
+                    rotated.add(i)
+            round_all()
+            time.sleep(0.1)
+        out = traffic.communicate()[0]
+        assert " 0% packet loss" in out and "200 received" in out, out
+        assert rotated == {0, 1}
+        time.sleep(2 * window)
+        round_all()
+        for ns, _agent, _path, _k, _s in ends:
+            sas, _pols = ours(ns)
+            assert len(sas) == 2, [hex(s.spi) for s in sas]
+        far = [s.spi for s in xfrm.desired(TUNNELS["udp4"], xfrm.KeyMaterial(SECRET, 2)).states]
+        assert sorted(s.spi for s in ours(two_sites.a)[0]) == sorted(far)
+    finally:
+        for _ns, _agent, _path, kernel, store in ends:
+            store.close()
+            kernel.close()

@@ -168,9 +168,13 @@ def test_rotation_through_the_agent() -> None:
     assert s.next_step_at == 2060.0
     clock[0] = 2060.0
     s.before(Resources((tunnel(key_id=2),)), "node-a")
+    assert len(fake.sas) == 3 and old < set(fake.sas)  # not a moment early:
+    assert s.next_step_at == 2061.0  # the kernel keeps whole seconds, counted from their end
+    clock[0] = 2061.0
+    s.before(Resources((tunnel(key_id=2),)), "node-a")
     s.after()
     assert len(fake.sas) == 3 and len(old & set(fake.sas)) == 1  # sends with 2, accepts 1
-    clock[0] = 2120.0
+    clock[0] = 2121.0
     s.before(Resources((tunnel(key_id=2),)), "node-a")
     s.after()
     assert len(fake.sas) == 2 and not old & set(fake.sas) and s.next_step_at is None

@@ -389,7 +389,9 @@ def installed(tunnel: Tunnel, enc: KeyMaterial, observed: Iterable[ObservedSa]) 
             c = o.config
             if c.reqid == rid and c.selector == sel and (c.src, c.dst) == (flow.src, flow.dst):
                 label = enc.key_id if c.spi == target_spi else -c.spi
-                found[direction][label] = float(o.add_time)
+                # The kernel keeps whole seconds: count from the end of that second, so that a
+                # step is never taken early (late by up to a second is harmless).
+                found[direction][label] = float(o.add_time) + 1.0
     return Installed(found["in"], found["out"])
 
 
