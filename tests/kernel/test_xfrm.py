@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import socket
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from helpers import NetnsFactory, TwoSites, in_netns, ip, ip_batch, ip_json, run
 
-from kube_l2tp.agent.encryption import XfrmStep
-from kube_l2tp.agent.standalone import Agent, AgentConfig
-from kube_l2tp.agent.statestore import StateStore
-from kube_l2tp.api import manifests, overhead, validation
-from kube_l2tp.api.model import Resources, Tunnel, Udp
+from kube_l2tp.api import overhead
+from kube_l2tp.api.model import Tunnel, Udp
 from kube_l2tp.core import xfrm
-from kube_l2tp.core.reconcile import Result
-from kube_l2tp.core.render import mirror_tunnel, render
-from kube_l2tp.core.state import KernelError, Outcome
+from kube_l2tp.core.render import mirror_tunnel
 from kube_l2tp.netlink import xfrm as nl
-from kube_l2tp.netlink.kernel import Kernel
 
 SECRET = bytes(range(32))
 ENC = xfrm.KeyMaterial(SECRET, 1)
@@ -102,51 +94,6 @@ def test_codec_and_ip_xfrm_make_the_same_kernel_objects(netns: NetnsFactory, kin
         pols = {p.config for p in x.dump_policies() if p.config}
     assert sas == {s.config for s in d.states}
     assert pols == {p.config for p in d.policies}
-
-
-def test_delete_touches_only_what_it_names_and_errors_map(netns: NetnsFactory) -> None:
-    ns = netns("xfrm-del")
-    d = xfrm.desired(UDP4, ENC)
-    program(ns, d)
-    # someone else's SA and policy between the same hosts, all traffic: must survive
-    ip_batch(
-        ns,
-        [
-            "xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1000 reqid 7 mode transport"
-            " aead rfc4106(gcm(aes)) 0x" + "11" * 20 + " 128",
-            "xfrm policy add src 192.0.2.1/32 dst 192.0.2.2/32 dir out priority 5000"
-            " tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 7 mode transport",
-        ],
-    )
-    with xfrm_in(ns) as x:
-        with pytest.raises(KernelError) as e:
-            x.add_sa(d.states[0].config)
-        assert e.value.outcome is Outcome.EXISTS and "spi" in str(e.value)
-        assert d.states[0].config.key.hex() not in str(e.value)
-        with pytest.raises(KernelError) as e:
-            x.add_policy(d.policies[0].config)
-        assert e.value.outcome is Outcome.EXISTS
-        owned = [s for s in x.dump_sas() if xfrm.owned(s.reqid)]
-        assert len(owned) == 2 and len(x.dump_sas()) == 3
-        for s in owned:
-            x.delete_sa(s.family, s.dst, s.spi)
-        for p in x.dump_policies():
-            if xfrm.owned(p.reqid) and p.config:
-                x.delete_policy(p.config.direction, p.config.selector)
-        with pytest.raises(KernelError) as e:
-            x.delete_sa(xfrm.AF_INET, "192.0.2.9", 0x4242)
-        assert e.value.outcome is Outcome.NOT_FOUND
-        left_sas = x.dump_sas()
-        left_pols = x.dump_policies()
-    assert [(s.spi, s.reqid) for s in left_sas] == [(0x1000, 7)]
-    assert [(p.reqid, p.priority) for p in left_pols] == [(7, 5000)]
-    # a policy is updated in place (UPDPOLICY), whether it exists or not
-    with xfrm_in(ns) as x:
-        x.add_policy(d.policies[0].config, replace=True)
-        x.add_policy(d.policies[0].config, replace=True)
-        assert [p.config for p in x.dump_policies() if xfrm.owned(p.reqid)] == [
-            d.policies[0].config
-        ]
 
 
 # --- ESP on the wire -----------------------------------------------------------------------------
@@ -272,125 +219,6 @@ def test_wrong_key_drops_and_counts(two_sites: TwoSites) -> None:
     assert after.observed is not None and after.observed.counters.integrity_failed >= 3
 
 
-# --- the agent, with the far end configured by hand from render --peer -------------------------
-
-MANIFEST = """\
-apiVersion: kubel2tp.io/v1alpha1
-kind: L2TPTunnel
-metadata: {{name: site-a}}
-spec:
-  nodeName: site-a
-  tunnelID: 3000
-  peerTunnelID: 4000
-  local: 192.0.2.1
-  remote: 192.0.2.2
-  udp: {{sourcePort: 5000, destinationPort: 6000}}
-  encryption: {{keyFile: {key}, keyID: 1}}
----
-apiVersion: kubel2tp.io/v1alpha1
-kind: L2TPSession
-metadata: {{name: site-a-1}}
-spec:
-  tunnelRef: site-a
-  sessionID: 1000
-  peerSessionID: 2000
-  interfaceName: pw0
-  interface:
-    addresses: [{{address: 198.51.100.1, peer: 198.51.100.2}}]
-"""
-
-
-def by_hand_from_render(ns: str, res: Resources, secret: bytes) -> None:
-    """What a person does on the far end: render --peer, each $KEY_<SPI> replaced by the key the
-    README's derivation gives (here: the core's, on the far end's own flows)."""
-    far = mirror_tunnel(res.tunnels[0])
-    keys = xfrm.KeyMaterial(secret, 1)
-    lines = render(res, peer=True).splitlines()
-    for s in xfrm.desired(far, keys).states:
-        lines = [
-            ln.replace(xfrm.key_placeholder(s.config.spi), "0x" + s.config.key.hex())
-            for ln in lines
-        ]
-    commands = [ln.removeprefix("ip ") for ln in lines if ln.startswith("ip ")]
-    assert not any("$KEY" in c for c in commands)
-    ip_batch(ns, commands)
-
-
-def settled(agent: Agent, timeout: float = 20.0) -> Result:
-    """Reconcile until converged: a tunnel deleted a moment ago may still be going (EEXIST)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = agent.reconcile_once("test")
-        if result.converged or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
-
-
-def ours(ns: str) -> tuple[list[nl.RawSa], list[nl.RawPolicy]]:
-    with xfrm_in(ns) as x:
-        return (
-            [s for s in x.dump_sas() if xfrm.owned(s.reqid)],
-            [p for p in x.dump_policies() if xfrm.owned(p.reqid)],
-        )
-
-
-def test_agent_encrypts_and_interoperates_with_ip_xfrm_by_hand(
-    two_sites: TwoSites, tmp_path: Path
-) -> None:
-    key = tmp_path / "site-a.key"
-    key.write_bytes(SECRET)
-    key.chmod(0o600)
-    mdir = tmp_path / "manifests"
-    mdir.mkdir()
-    (mdir / "a.yaml").write_text(MANIFEST.format(key=key))
-    res = validation.check_documents(manifests.load([mdir])).resources
-    with in_netns(two_sites.a), Kernel() as kernel:
-        store = StateStore(tmp_path / "state")
-        agent = Agent(AgentConfig("site-a", mdir, tmp_path / "state", 30.0), kernel, store,
-                      xfrm=XfrmStep(nl.Xfrm))  # fmt: skip
-        try:
-            assert settled(agent).converged
-            by_hand_from_render(two_sites.b, res, SECRET)
-            ping(two_sites.a, 56, count=1)
-            with Capture(two_sites.a, two_sites.ifname) as cap:
-                assert ping(two_sites.a, 56)
-            seen = cap.l4()
-            assert [s for s in seen if s[0] == 50] and not [s for s in seen if s[0] == 17], seen
-            # a foreign SA survives everything; a policy deleted by hand comes back
-            ip(two_sites.a, "xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.9",
-               "proto", "esp", "spi", "0x1000", "reqid", "7", "mode", "transport", "aead",
-               "rfc4106(gcm(aes))", "0x" + "11" * 20, "128")  # fmt: skip
-            sas, pols = ours(two_sites.a)
-            assert len(sas) == 2 and len(pols) == 2
-            gone = pols[0].config
-            assert gone is not None
-            with xfrm_in(two_sites.a) as x:
-                x.delete_policy(gone.direction, gone.selector)
-            assert settled(agent).converged
-            assert {p.config for p in ours(two_sites.a)[1]} == {p.config for p in pols}
-            assert ping(two_sites.a, 56)
-            # a key file others may read: the tunnel is taken down, not left in clear
-            key.chmod(0o644)
-            result = agent.reconcile_once("test")
-            assert result.results["L2TPTunnel/site-a"].reason == "InvalidKey"
-            assert ours(two_sites.a) == ([], [])
-            deadline = time.monotonic() + 10
-            while ip(two_sites.a, "l2tp", "show", "tunnel").strip():  # deleted asynchronously
-                assert time.monotonic() < deadline, "the withheld tunnel was not removed"
-                time.sleep(0.1)
-            key.chmod(0o600)
-            assert settled(agent).converged
-            assert ping(two_sites.a, 56)
-            # removal leaves nothing of the agent's
-            (mdir / "a.yaml").unlink()
-            agent.reconcile_once("test")
-            assert ours(two_sites.a) == ([], [])
-            with xfrm_in(two_sites.a) as x:
-                assert [s.spi for s in x.dump_sas()] == [0x1000]
-        finally:
-            store.close()
-
-
 @pytest.mark.parametrize("kind", sorted(TUNNELS))
 def test_kernel_session_mtu_counts_esp_when_policies_come_first(
     two_sites: TwoSites, kind: str
@@ -415,99 +243,3 @@ def test_kernel_session_mtu_counts_esp_when_policies_come_first(
     expected = overhead.session_mtu(ipv6=t.ipv6, udp=t.udp is not None, cookie_len=0,
                                     l2spec_default=True, esp=alg)  # fmt: skip
     assert link["mtu"] == expected
-
-
-FAR_MANIFEST = """\
-apiVersion: kubel2tp.io/v1alpha1
-kind: L2TPTunnel
-metadata: {{name: site-b}}
-spec:
-  nodeName: site-b
-  tunnelID: 4000
-  peerTunnelID: 3000
-  local: 192.0.2.2
-  remote: 192.0.2.1
-  udp: {{sourcePort: 6000, destinationPort: 5000}}
-  encryption: {{keyFile: {key}, keyID: 1}}
----
-apiVersion: kubel2tp.io/v1alpha1
-kind: L2TPSession
-metadata: {{name: site-b-1}}
-spec:
-  tunnelRef: site-b
-  sessionID: 2000
-  peerSessionID: 1000
-  interfaceName: pw0
-  interface:
-    addresses: [{{address: 198.51.100.2, peer: 198.51.100.1}}]
-"""
-
-
-def test_rotation_under_traffic_loses_nothing(two_sites: TwoSites, tmp_path: Path) -> None:
-    """Two agents, 20 pings a second; each end changes keyID at its own moment (1 s apart, in a
-    3 s window): not one ping lost, and both ends end on the new key alone."""
-    window = 3.0
-    ends = []
-    for ns, node, text in (
-        (two_sites.a, "site-a", MANIFEST),
-        (two_sites.b, "site-b", FAR_MANIFEST),
-    ):
-        d = tmp_path / node
-        d.mkdir()
-        key = d / "key"
-        key.write_bytes(SECRET)
-        key.chmod(0o600)
-        (d / "m").mkdir()
-        (d / "m" / "t.yaml").write_text(text.format(key=key))
-        with in_netns(ns):
-            kernel = Kernel()
-        store = StateStore(d / "state")
-        agent = Agent(AgentConfig(node, d / "m", d / "state", 30.0), kernel, store,
-                      xfrm=XfrmStep(nl.Xfrm, window=window))  # fmt: skip
-        ends.append((ns, agent, d / "m" / "t.yaml", kernel, store))
-
-    def round_all() -> bool:
-        ok = True
-        for ns, agent, _path, _k, _s in ends:
-            with in_netns(ns):
-                ok = agent.reconcile_once("test").converged and ok
-        return ok
-
-    def rotate(path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(path.read_text().replace("keyID: 1", "keyID: 2"))
-        tmp.rename(path)
-
-    try:
-        deadline = time.monotonic() + 20
-        while not round_all():
-            assert time.monotonic() < deadline, "the two agents did not converge"
-            time.sleep(0.2)
-        ping(two_sites.a, 56, count=1)
-        cmd = ["ip", "netns", "exec", two_sites.a, "ping", "-c", "200", "-i", "0.05", "-W", "1",
-               "198.51.100.2"]  # fmt: skip
-        traffic = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        start = time.monotonic()
-        rotated: set[int] = set()
-        while traffic.poll() is None:
-            elapsed = time.monotonic() - start
-            for i, at in ((0, 1.0), (1, 2.0)):
-                if elapsed >= at and i not in rotated:
-                    rotate(ends[i][2])
-                    rotated.add(i)
-            round_all()
-            time.sleep(0.1)
-        out = traffic.communicate()[0]
-        assert " 0% packet loss" in out and "200 received" in out, out
-        assert rotated == {0, 1}
-        time.sleep(2 * window)
-        round_all()
-        for ns, _agent, _path, _k, _s in ends:
-            sas, _pols = ours(ns)
-            assert len(sas) == 2, [hex(s.spi) for s in sas]
-        far = [s.spi for s in xfrm.desired(TUNNELS["udp4"], xfrm.KeyMaterial(SECRET, 2)).states]
-        assert sorted(s.spi for s in ours(two_sites.a)[0]) == sorted(far)
-    finally:
-        for _ns, _agent, _path, kernel, store in ends:
-            store.close()
-            kernel.close()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
-from kube_l2tp.core.state import KernelError
+from kube_l2tp.core.state import KernelError, Outcome
 from kube_l2tp.core.xfrm import (
     AF_INET6,
     IPPROTO_ESP,
@@ -414,9 +414,9 @@ class Xfrm:
                 pass
         except NetlinkReplyError as exc:
             code = exc.errno
-            raise KernelError(
-                f"{operation} {subject}", code, outcome_for(code), exc.message
-            ) from None
+            # XFRM answers a delete of a missing SA with ESRCH (a missing policy: ENOENT)
+            outcome = Outcome.NOT_FOUND if code == _errno.ESRCH else outcome_for(code)
+            raise KernelError(f"{operation} {subject}", code, outcome, exc.message) from None
 
     def dump_raw(self, mtype: int) -> list[bytes]:
         seq = self._send(mtype, NLM_F_REQUEST | NLM_F_DUMP, b"")
