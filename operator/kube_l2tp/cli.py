@@ -62,11 +62,34 @@ def cmd_render(args: argparse.Namespace) -> int:
         return 1
     if args.profile is not None:
         return _render_far_end(args, report.resources)
+    if args.network_attachments:
+        return _render_network_attachments(args, report.resources)
     text = render_mod.render(report.resources, node=args.node, peer=args.peer)
     if not text:
         print(f"nothing for node {args.node!r}", file=sys.stderr)
         return 1
     sys.stdout.write(text)
+    return 0
+
+
+def _render_network_attachments(args: argparse.Namespace, resources: Resources) -> int:
+    """--network-attachments: the NetworkAttachmentDefinitions of the bridges offered to pods,
+    for `kubectl apply -f -` until the operator writes them itself."""
+    import yaml  # noqa: PLC0415
+
+    from kube_l2tp.core import attachment  # noqa: PLC0415
+
+    nads = [
+        nad
+        for s in resources.sessions
+        for t in [resources.tunnel(s.tunnel_ref)]
+        if t is not None and (args.node is None or t.node == args.node)
+        for nad in attachment.network_attachment_definitions(s, t)
+    ]
+    if not nads:
+        print("no bridge is offered to pods (spec.interface.bridge.podNetwork)", file=sys.stderr)
+        return 1
+    sys.stdout.write(yaml.safe_dump_all(nads, sort_keys=False))
     return 0
 
 
@@ -297,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a far-end setting no manifest holds (e.g. cisco-ios-xe local-interface=Lo1)",
     )
     p.add_argument("--out", type=Path, help="with --profile networkd: write the files under DIR")
+    p.add_argument(
+        "--network-attachments",
+        action="store_true",
+        help="the NetworkAttachmentDefinitions (Multus) of the bridges offered to pods",
+    )
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("agent", help="program this node's tunnels and sessions and keep them")

@@ -4,13 +4,16 @@ offline rules) and the NetworkAttachmentDefinition built from it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from corpus.hostile.cases import session, tunnel
 
 from kube_l2tp.api import manifests, validation
 from kube_l2tp.api.model import Resources
+from kube_l2tp.cli import main
 from kube_l2tp.core import attachment
 
 NS, NAME = "default", "wire"
@@ -363,3 +366,17 @@ def test_long_names_stay_out_of_labels_but_in_annotations() -> None:
     (nad,) = attachment.network_attachment_definitions(res.sessions[0], res.tunnels[0])
     assert "kubel2tp.io/session" not in nad["metadata"]["labels"]
     assert nad["metadata"]["annotations"]["kubel2tp.io/session"] == long_name
+
+
+def test_render_network_attachments_prints_what_kubectl_applies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "wire.yaml"
+    iface = bridged(pod_network("host-local", ranges=HOST_LOCAL), mtu=1446)
+    path.write_text(yaml.safe_dump_all([tunnel(), session(interface=iface)]))
+    assert main(["render", "--network-attachments", "-f", str(path)]) == 0
+    (nad,) = yaml.safe_load_all(capsys.readouterr().out)
+    res = valid(tunnel(), session(interface=iface))
+    assert [nad] == list(attachment.network_attachment_definitions(res.sessions[0], res.tunnels[0]))
+    assert main(["render", "--network-attachments", "--node", "node-b", "-f", str(path)]) == 1
+    assert "no bridge is offered to pods" in capsys.readouterr().err
