@@ -212,6 +212,28 @@ def panels() -> list[dict[str, Any]]:
                 ],
             },
         ),
+        panel(
+            "Objects not Ready now",
+            "One row per tunnel or session that is not Ready after its agent's last reconcile,"
+            " with the reason (Conflict, KernelError, InvalidSpec, ...): the object's status"
+            " conditions say more (`kubectl get l2tp`).",
+            [(f"kube_l2tp_object_not_ready{{{NODE}}} == 1", "")],
+            kind="table",
+            w=24,
+            extra={
+                "options": {"showHeader": True},
+                "transformations": [
+                    {
+                        "id": "organize",
+                        "options": {
+                            "excludeByName": {"Time": True, "Value": True, "__name__": True},
+                            "indexByName": {},
+                            "renameByName": {},
+                        },
+                    }
+                ],
+            },
+        ),
         row("Agent"),
         panel(
             "Agents up, ready, L2TP supported, API connected",

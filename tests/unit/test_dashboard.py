@@ -139,3 +139,16 @@ def test_per_session_panels_are_bounded_and_silent_peers_are_listed() -> None:
     assert query["expr"].startswith("kube_l2tp_session_peer_silent{") and query["expr"].endswith(
         "== 1"
     )
+
+
+def test_a_table_lists_the_objects_not_ready_now() -> None:
+    board = json.loads(DASHBOARD.read_text())
+    tables = [
+        t
+        for p in board["panels"]
+        if p["type"] == "table"
+        for t in p["targets"]
+        if t["expr"].startswith("kube_l2tp_object_not_ready{")
+    ]
+    ((query),) = tables
+    assert query["instant"] and query["format"] == "table" and query["expr"].endswith("== 1")

@@ -433,7 +433,8 @@ def test_agent_registry_names_objects_and_counts_drift_repairs(agent: Agent) -> 
     assert scrape(metrics)[("kube_l2tp_drift_repairs_total", node)] == repair.writes
     exported = {name for name, _ in scrape(metrics) if not name.endswith("_created")}
     # what the dashboard and rules tests rely on: the declared names are the exported ones
-    assert exported | {"kube_l2tp_api_connected"} == METRIC_NAMES | metric_names()
+    absent_when_healthy = {"kube_l2tp_api_connected", "kube_l2tp_object_not_ready"}
+    assert exported | absent_when_healthy == METRIC_NAMES | metric_names()
 
 
 def test_agent_samples_liveness_and_reports_verdicts(agent: Agent) -> None:

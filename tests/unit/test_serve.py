@@ -208,3 +208,33 @@ def test_healthz_follows_the_loop_a_stuck_kernel_call_fails_it(
         loop.join(10)
         server.shutdown()
         server.server_close()
+
+
+def test_objects_not_ready_are_one_series_each_with_the_reason_and_go_when_ready() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from kube_l2tp.core.reconcile import ObjectResult, Result
+    from kube_l2tp.metrics.agent import AgentMetrics
+
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry, "site-a")
+
+    def not_ready() -> set[tuple[str, ...]]:
+        return {
+            (s.labels["kind"], s.labels["name"], s.labels["reason"])
+            for f in text_string_to_metric_families(generate_latest(registry).decode())
+            for s in f.samples
+            if s.name == "kube_l2tp_object_not_ready" and s.value == 1
+        }
+
+    def result(*objects: ObjectResult) -> Result:
+        return Result(results={o.subject: o for o in objects})
+
+    tunnel = ObjectResult("L2TPTunnel/site-a", True, "Programmed", "")
+    broken = ObjectResult("L2TPSession/site-a-1", False, "Conflict", "id taken")
+    metrics.observe(result(tunnel, broken), 0.01)
+    assert not_ready() == {("L2TPSession", "site-a-1", "Conflict")}
+    metrics.observe(
+        result(tunnel, ObjectResult("L2TPSession/site-a-1", True, "Programmed", "")), 0.01
+    )
+    assert not_ready() == set()

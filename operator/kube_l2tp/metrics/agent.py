@@ -27,6 +27,7 @@ METRIC_NAMES = (
             "kube_l2tp_managed_objects",
             "kube_l2tp_agent_ready",
             "kube_l2tp_api_connected",
+            "kube_l2tp_object_not_ready",
         }
     )
     | process.METRIC_NAMES
@@ -80,6 +81,14 @@ class AgentMetrics:
             ["node", "kind", "ready"],
             registry=registry,
         )
+        # One series per object that is not Ready now, with its reason: as many series as
+        # failing objects (none on a healthy node), for "what is broken right now" tables.
+        self.not_ready = Gauge(
+            "kube_l2tp_object_not_ready",
+            "1 for each declared object that is not Ready after the last reconcile, with why.",
+            ["node", "kind", "name", "reason"],
+            registry=registry,
+        )
         self.node = node
 
     def set_api_connected(self, connected: bool) -> None:
@@ -99,8 +108,11 @@ class AgentMetrics:
         counts: dict[tuple[str, str], int] = {
             (k, r): 0 for k in ("L2TPTunnel", "L2TPSession") for r in ("true", "false")
         }
+        self.not_ready.clear()
         for r in result.results.values():
-            kind = r.subject.split("/", 1)[0]
+            kind, _, name = r.subject.partition("/")
             counts[(kind, "true" if r.ready else "false")] += 1
+            if not r.ready:
+                self.not_ready.labels(self.node, kind, name, r.reason).set(1)
         for (kind, ready), n in counts.items():
             self.objects.labels(self.node, kind, ready).set(n)
