@@ -56,13 +56,19 @@ def string(description: str, max_length: int, **extra: Any) -> Schema:
     return {"type": "string", "description": description, "maxLength": max_length, **extra}
 
 
+INT64_MAX = 2**63 - 1
+
+
 def integer(description: str, minimum: int, maximum: int, **extra: Any) -> Schema:
+    """An int64 field. A maximum of INT64_MAX is left out: the API server reads bounds as
+    float64, where 2**63 - 1 is not an integer, and refuses every value ("Maximum boundary value
+    must be of type integer with format int64"); format int64 bounds it anyway."""
+    bounds = {"minimum": minimum} | ({} if maximum >= INT64_MAX else {"maximum": maximum})
     return {
         "type": "integer",
         "format": "int64",
         "description": description,
-        "minimum": minimum,
-        "maximum": maximum,
+        **bounds,
         **extra,
     }
 
@@ -161,7 +167,7 @@ def _conditions(more: str = "") -> Schema:
                     "description": "When the status last changed.",
                 },
                 "observedGeneration": integer(
-                    "The .metadata.generation this condition was set for.", 0, 2**63 - 1
+                    "The .metadata.generation this condition was set for.", 0, INT64_MAX
                 ),
             },
             required=["type", "status", "reason", "message", "lastTransitionTime"],
@@ -771,7 +777,7 @@ def _status(extra: dict[str, Schema], conditions: str = "") -> Schema:
         "Written by the agent and the operator.",
         {
             "observedGeneration": integer(
-                "The .metadata.generation the status was computed for.", 0, 2**63 - 1
+                "The .metadata.generation the status was computed for.", 0, INT64_MAX
             ),
             "conditions": _conditions(conditions),
             **extra,
@@ -822,7 +828,8 @@ def _crd(
                             {
                                 "apiVersion": string("API version: kubel2tp.io/v1alpha1.", 64),
                                 "kind": string(f"{kind}.", 64),
-                                "metadata": {"type": "object", "description": "Object metadata."},
+                                # nothing but type: the API server forbids more here
+                                "metadata": {"type": "object"},
                                 "spec": spec,
                                 "status": status,
                             },
