@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps tools demo test unit api kernel lint fmt crds bench clean image
+.PHONY: venv deps tools k8s-bin apiserver demo test unit api kernel lint fmt crds bench clean image
 
 venv: $(STAMP)
 
@@ -45,10 +45,21 @@ crds: venv
 unit: venv deps tools
 	$(BIN)/pytest tests/unit
 
-# Against the realistic in-memory API server (loopback only; no root, no VM): the emulator's own
-# tests, the in-cluster agent, the operator, kubectl.
-api: venv tools
-	$(BIN)/pytest -p no:cacheprovider tests/apiserver tests/cluster $(wildcard tests/controller)
+# kube-apiserver and etcd built from pinned Go modules (tests/k8s-bin), cached under
+# ~/.cache/kube-l2tp/k8s-bin: long the first time on a machine, instant after.
+k8s-bin:
+	bash scripts/build-k8s-bin.sh >/dev/null
+
+# Against a real kube-apiserver + etcd on loopback (no root, no VM): the CRDs, kubectl, the chart,
+# RBAC and node isolation, webhooks, the in-cluster agent, the operator; then the API emulator's
+# own tests (it still serves the VM's end-to-end test and the control-plane benchmark).
+api: venv tools k8s-bin
+	$(BIN)/pytest -p no:cacheprovider tests/realapi tests/cluster tests/controller tests/apiserver
+
+# A real API server for a person: foreground until Ctrl-C; prints the kubeconfig's path
+# (.cache/apiserver/kubeconfig) once ready.
+apiserver: venv tools k8s-bin
+	bash scripts/apiserver.sh
 
 # The OCI image from the Dockerfile, without a container engine (buildah; base from Debian's
 # packages): build/kube-l2tp-image.tar. Cached under ~/.cache/kube-l2tp/ (scripts/build-image.sh).
