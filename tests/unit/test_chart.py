@@ -205,11 +205,18 @@ def test_default_release_creates_the_expected_objects(render: Render) -> None:
             ("ClusterRole", f"{fullname}-cleanup"),
             ("ClusterRoleBinding", f"{fullname}-cleanup"),
             ("Job", f"{fullname}-cleanup"),
+            ("ValidatingAdmissionPolicy", f"{fullname}-agent-node-isolation"),
+            ("ValidatingAdmissionPolicyBinding", f"{fullname}-agent-node-isolation"),
         ]
     )
+    cluster_scoped = (
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    )
     for doc in render("default"):
-        cluster_scoped = ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy")
-        if doc["kind"] not in (*cluster_scoped, "ValidatingAdmissionPolicyBinding"):
+        if doc["kind"] not in cluster_scoped:
             assert doc["metadata"]["namespace"] == NAMESPACE
 
 
