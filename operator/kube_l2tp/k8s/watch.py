@@ -22,6 +22,14 @@ log = logging.getLogger("kube_l2tp.k8s")
 
 BACKOFF_MAX = 30.0
 WATCH_TIMEOUT = 300  # server-side watch timeout; the watch is simply restarted
+UNSUPPORTED_RETRY = 60.0  # a CRD without selectableFields: look again this often (it may be fixed)
+NEEDS = "Kubernetes 1.31 or later"  # CRD selectableFields (beta, on by default, in 1.31)
+
+
+def field_selector_refused(exc: ApiException) -> bool:
+    """The server answered, but cannot select these objects by spec.nodeName: a CRD without
+    selectableFields (an older CRD applied, or a server older than 1.31, which drops the field)."""
+    return exc.status == 400 and "field label not supported" in str(exc.body or exc.reason)
 
 
 class NodeCache(threading.Thread):
@@ -42,6 +50,7 @@ class NodeCache(threading.Thread):
         self.objects: dict[str, dict[str, Any]] = {}
         self.synced = threading.Event()  # a first list has completed
         self.connected = False
+        self.problem = ""  # why the server cannot serve this node's objects (it answered)
         self.events_received = 0
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -66,9 +75,35 @@ class NodeCache(threading.Thread):
                 if exc.status == 410:  # our resourceVersion is too old: list again
                     self._version = ""
                     continue
+                if field_selector_refused(exc):
+                    self._unsupported(exc)
+                    continue
                 backoff = self._lost(exc, backoff)
             except Exception as exc:  # connection refused, reset, timeouts: keep the cache
                 backoff = self._lost(exc, backoff)
+
+    def _unsupported(self, exc: ApiException) -> None:
+        """Not an outage: say what is wrong and what is needed, once, and look again later."""
+        self.connected = True
+        version = self._server_version()
+        problem = (
+            f"the API server ({version}) cannot select {self.plural} by spec.nodeName"
+            f" ({str(exc.body or exc.reason).strip()}): the agent needs the CRD's"
+            f" selectableFields, served by {NEEDS}. Apply the CRDs of this release"
+            " (kubectl apply --server-side -f crds/) on such a server; until then this agent"
+            " receives no objects and programs nothing"
+        )
+        if problem != self.problem:
+            log.error("%s", problem)
+        self.problem = problem
+        self.stopping.wait(UNSUPPORTED_RETRY)
+
+    def _server_version(self) -> str:
+        try:
+            info = client.VersionApi(self.api.api_client).get_code()
+        except Exception:  # the version is a detail of the message, not worth failing over
+            return "version unknown"
+        return f"Kubernetes {info.git_version}"
 
     def _lost(self, exc: BaseException, backoff: float) -> float:
         if self.connected:
@@ -85,6 +120,7 @@ class NodeCache(threading.Thread):
             self.objects = {o["metadata"]["name"]: o for o in body.get("items", [])}
         self._version = body["metadata"]["resourceVersion"]
         self.connected = True
+        self.problem = ""
         self.synced.set()
         self.on_change("LIST", None)
 
