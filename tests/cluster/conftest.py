@@ -1,5 +1,5 @@
-"""The in-cluster agent against the realistic API emulator, with the in-memory kernel model:
-no root, no VM (the kernel itself is covered by tests/kernel)."""
+"""The in-cluster agent against the real kube-apiserver (tests/conftest.py's `api`), with the
+in-memory kernel model: no root, no VM (the kernel itself is covered by tests/kernel)."""
 
 import sys
 from pathlib import Path
@@ -15,13 +15,18 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 from fakekernel import FakeKernel  # noqa: E402
 
-from apiserver.fixtures import apiserver  # noqa: E402
-from apiserver.server import ApiServer  # noqa: E402
 from kube_l2tp.agent.cluster import cluster_agent  # noqa: E402
 from kube_l2tp.agent.standalone import Agent, AgentConfig  # noqa: E402
 from kube_l2tp.agent.statestore import StateStore  # noqa: E402
+from realapi.server import RealApiServer  # noqa: E402
 
 __all__ = ["agent", "agent_on", "apiserver"]
+
+
+@pytest.fixture
+def apiserver(api: RealApiServer) -> RealApiServer:
+    """The real API server (the name the tests had for the emulator they ran on before)."""
+    return api
 
 
 @contextmanager
@@ -40,7 +45,7 @@ def agent_on(node: str, tmp_path: Path, **config: Any) -> Iterator[tuple[Agent, 
 
 
 @pytest.fixture
-def agent(apiserver: ApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
-    """The agent of node-a (after the emulator: the agent reads its kubeconfig)."""
+def agent(apiserver: RealApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
+    """The agent of node-a (after the server: the agent reads its kubeconfig)."""
     with agent_on("node-a", tmp_path) as running:
         yield running

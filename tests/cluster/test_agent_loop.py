@@ -12,11 +12,11 @@ import pytest
 from fakekernel import FakeKernel
 from test_cluster_agent import get, objects_for, ready, synced, wait
 
-from apiserver.server import ApiServer
 from kube_l2tp.agent import standalone
 from kube_l2tp.agent.cluster import cluster_agent
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
+from realapi.server import RealApiServer
 
 SLOW = 600.0  # a poll and a resync that never come within a test
 
@@ -29,7 +29,7 @@ def preexisting() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def running(
-    apiserver: ApiServer,
+    apiserver: RealApiServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     preexisting: list[dict[str, Any]],
@@ -61,7 +61,7 @@ def running(
 
 
 def test_objects_created_are_programmed_without_waiting_for_a_poll(
-    apiserver: ApiServer, running: tuple[Agent, FakeKernel, list[str]]
+    apiserver: RealApiServer, running: tuple[Agent, FakeKernel, list[str]]
 ) -> None:
     a, kernel, _ = running
     started = time.monotonic()
@@ -75,7 +75,7 @@ def test_objects_created_are_programmed_without_waiting_for_a_poll(
 
 @pytest.mark.parametrize("preexisting", [objects_for("node-a", 3000, "a")])
 def test_its_own_writes_coming_back_start_no_reconcile(
-    apiserver: ApiServer, running: tuple[Agent, FakeKernel, list[str]]
+    apiserver: RealApiServer, running: tuple[Agent, FakeKernel, list[str]]
 ) -> None:
     a, _, passes = running
     assert passes == ["start"]

@@ -12,13 +12,13 @@ from typing import Any
 import yaml
 from fakekernel import FakeKernel
 
-from apiserver.server import ApiServer
 from kube_l2tp import embedded
 from kube_l2tp.agent.cluster import cluster_agent
 from kube_l2tp.agent.serve import build_metrics
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.k8s.finalizers import node_finalizer
+from realapi.server import RealApiServer
 
 SEED = list(yaml.safe_load_all((embedded.DIRECTORY / "site-a.yaml").read_text()))
 
@@ -42,7 +42,7 @@ def synced(a: Agent, tunnels: int = 1, sessions: int = 1) -> bool:
     )
 
 
-def programmed(apiserver: ApiServer, a: Agent, objects: list[dict[str, Any]]) -> None:
+def programmed(apiserver: RealApiServer, a: Agent, objects: list[dict[str, Any]]) -> None:
     """Create the objects, wait until the agent's caches have them, and converge once."""
     for obj in objects:
         apiserver.create(obj)
@@ -60,7 +60,7 @@ def wait(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
     raise AssertionError("condition not met in time")
 
 
-def get(apiserver: ApiServer, plural: str, name: str) -> dict[str, Any] | None:
+def get(apiserver: RealApiServer, plural: str, name: str) -> dict[str, Any] | None:
     return next((o for o in apiserver.objects(plural) if o["metadata"]["name"] == name), None)
 
 
@@ -69,7 +69,7 @@ def ready(obj: dict[str, Any] | None) -> str:
     return next((c["status"] + "/" + c["reason"] for c in conds if c["type"] == "Ready"), "")
 
 
-def create_two_pairs(apiserver: ApiServer) -> None:
+def create_two_pairs(apiserver: RealApiServer) -> None:
     """Pairs a (tunnel 3000) and b (tunnel 3001) on node-a, apart in ports and interfaces."""
     b_objects = objects_for("node-a", 3001, "b")
     b_objects[0]["spec"]["udp"] = {"sourcePort": 5100, "destinationPort": 6100}
@@ -79,7 +79,7 @@ def create_two_pairs(apiserver: ApiServer) -> None:
 
 
 def test_programs_only_its_node_and_writes_status(
-    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+    apiserver: RealApiServer, agent: tuple[Agent, FakeKernel]
 ) -> None:
     a, kernel = agent
     for obj in objects_for("node-a", 3000, "a") + objects_for("node-b", 3001, "b"):
@@ -96,9 +96,10 @@ def test_programs_only_its_node_and_writes_status(
     assert session["status"]["observedGeneration"] == session["metadata"]["generation"]
     assert node_finalizer("node-a") in session["metadata"]["finalizers"]
     assert ready(get(apiserver, "l2tptunnels", "b-t")) == ""  # another agent's business
-    # measured: the watches of this agent were sent nothing of node-b's
-    mine = [w for w in apiserver.watches() if w.field_selector == "spec.nodeName=node-a"]
-    assert mine and all(not any(n.startswith("b-") for n in w.names) for w in mine)
+    # the caches keep whatever their watches are sent: nothing of node-b's arrived (the count
+    # of events over node-b's churn is tests/realapi/test_views.py's)
+    caches = (a.source.tunnels, a.source.sessions)  # type: ignore[attr-defined]
+    assert {o["metadata"]["name"] for c in caches for o in c.snapshot()} == {"a-t", "a-s"}
     # a converged node writes nothing more to the API
     writes = a.on_result[-1].writer.writes  # type: ignore[attr-defined]
     a.reconcile_once()
@@ -106,7 +107,7 @@ def test_programs_only_its_node_and_writes_status(
 
 
 def test_delete_cleans_the_kernel_before_the_finalizer_goes(
-    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+    apiserver: RealApiServer, agent: tuple[Agent, FakeKernel]
 ) -> None:
     a, kernel = agent
     programmed(apiserver, a, objects_for("node-a", 3000, "a"))
@@ -131,7 +132,7 @@ def test_delete_cleans_the_kernel_before_the_finalizer_goes(
 
 
 def test_api_outage_keeps_the_data_plane_and_converges_after(
-    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+    apiserver: RealApiServer, agent: tuple[Agent, FakeKernel]
 ) -> None:
     a, kernel = agent
     programmed(apiserver, a, objects_for("node-a", 3000, "a"))
@@ -170,7 +171,7 @@ def test_api_outage_keeps_the_data_plane_and_converges_after(
 
 
 def test_restart_before_the_api_answers_prunes_nothing(
-    apiserver: ApiServer, tmp_path: Path
+    apiserver: RealApiServer, tmp_path: Path
 ) -> None:
     kernel = FakeKernel()
     for obj in objects_for("node-a", 3000, "a"):
@@ -196,7 +197,7 @@ def test_restart_before_the_api_answers_prunes_nothing(
 
 
 def test_a_newcomer_that_collides_is_refused_not_the_running_object(
-    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+    apiserver: RealApiServer, agent: tuple[Agent, FakeKernel]
 ) -> None:
     """Two users, one tunnel id: the object already running keeps it, whatever the names."""
     a, kernel = agent
@@ -229,7 +230,7 @@ def test_a_newcomer_that_collides_is_refused_not_the_running_object(
 
 
 def test_an_invalid_edit_keeps_the_last_valid_version_running(
-    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+    apiserver: RealApiServer, agent: tuple[Agent, FakeKernel]
 ) -> None:
     """No webhook in the way (or a conflict that only the node sees): nothing is torn down."""
     a, kernel = agent

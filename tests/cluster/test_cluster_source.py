@@ -6,14 +6,14 @@ import pytest
 from fakekernel import FakeKernel
 from test_cluster_agent import create_two_pairs, get, ready, synced, wait
 
-from apiserver.server import ApiServer
 from kube_l2tp.agent.standalone import Agent
 from kube_l2tp.api import validation
 from kube_l2tp.api.manifests import Document
+from realapi.server import RealApiServer
 
 
 def test_only_changed_objects_are_validated_again(
-    apiserver: ApiServer, agent: tuple[Agent, FakeKernel], monkeypatch: pytest.MonkeyPatch
+    apiserver: RealApiServer, agent: tuple[Agent, FakeKernel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, kernel = agent
     checked: list[str] = []

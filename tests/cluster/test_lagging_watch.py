@@ -8,13 +8,13 @@ import pytest
 from fakekernel import FakeKernel
 from test_cluster_agent import objects_for, synced, wait
 
-from apiserver.server import ApiServer
 from kube_l2tp.agent.cluster import StatusWriter
 from kube_l2tp.agent.standalone import Agent
+from realapi.server import RealApiServer
 
 
 def test_neither_the_data_plane_nor_the_status_moves(
-    apiserver: ApiServer, agent: tuple[Agent, FakeKernel], monkeypatch: pytest.MonkeyPatch
+    apiserver: RealApiServer, agent: tuple[Agent, FakeKernel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, kernel = agent
     for obj in objects_for("node-a", 3000, "a"):

@@ -12,22 +12,20 @@ import pytest
 from fakekernel import FakeKernel
 from test_cluster_agent import get, objects_for, programmed, synced, wait
 
-from apiserver.server import ApiServer
-from apiserver.test_kubectl import Kubectl, kubectl_bin
 from conftest import agent_on
 from kube_l2tp.agent.cluster import StatusWriter, cluster_agent
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.core.state import Stats
 from kube_l2tp.k8s import conditions
+from realapi.fixtures import Kubectl
+from realapi.server import RealApiServer
 
 WINDOW = 10.0
 KEY = (3000, 1000)  # the seed session's (tunnel id, session id)
 
-__all__ = ["kubectl_bin"]  # a fixture
-
 
 @pytest.fixture
-def agent(apiserver: ApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
+def agent(apiserver: RealApiServer, tmp_path: Path) -> Iterator[tuple[Agent, FakeKernel]]:
     with agent_on("node-a", tmp_path, peer_silence_window=WINDOW) as running:
         yield running
 
@@ -46,7 +44,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def cond(apiserver: ApiServer, type_: str) -> dict[str, Any]:
+def cond(apiserver: RealApiServer, type_: str) -> dict[str, Any]:
     obj = get(apiserver, "l2tpsessions", "a-s")
     found = conditions.find(((obj or {}).get("status") or {}).get("conditions"), type_)
     assert found is not None, obj
@@ -60,7 +58,7 @@ def writes(a: Agent) -> int:
 
 
 def test_silent_then_active_again(
-    apiserver: ApiServer,
+    apiserver: RealApiServer,
     agent: tuple[Agent, FakeKernel],
     clock: list[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -85,7 +83,7 @@ def test_silent_then_active_again(
     assert silent["lastTransitionTime"] > peer["lastTransitionTime"]
     ready = cond(apiserver, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Programmed")
-    table = Kubectl(kubectl_bin, apiserver, tmp_path)("get", "l2tps").stdout.splitlines()
+    table = Kubectl(kubectl_bin, apiserver.kubeconfig, tmp_path)("get", "l2tps").stdout.splitlines()
     at = table[0].index("READY")  # columns are aligned; "PEER ID" holds a space
     assert table[1][at:].split()[:2] == ["True", "PeerSilent"], table
     assert table[0][at:].split()[:2] == ["READY", "PEER"], table
@@ -118,7 +116,7 @@ def test_silent_then_active_again(
 
 
 def test_the_first_sample_rewrites_no_status(
-    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+    apiserver: RealApiServer, agent: tuple[Agent, FakeKernel]
 ) -> None:
     """Status written before a session's first liveness sample is not written again after it
     (at 1000 sessions streaming in, that was 800-900 writes of a changed message alone)."""
@@ -132,7 +130,7 @@ def test_the_first_sample_rewrites_no_status(
 
 
 def test_a_restarted_agent_keeps_the_known_verdict_until_it_has_evidence(
-    apiserver: ApiServer, agent: tuple[Agent, FakeKernel], tmp_path: Path
+    apiserver: RealApiServer, agent: tuple[Agent, FakeKernel], tmp_path: Path
 ) -> None:
     a, kernel = agent
     programmed(apiserver, a, objects_for("node-a", 3000, "a"))
@@ -166,7 +164,7 @@ def test_a_restarted_agent_keeps_the_known_verdict_until_it_has_evidence(
 
 
 def test_a_session_not_in_the_kernel_has_no_peer_verdict(
-    apiserver: ApiServer, agent: tuple[Agent, FakeKernel]
+    apiserver: RealApiServer, agent: tuple[Agent, FakeKernel]
 ) -> None:
     a, kernel = agent
     programmed(apiserver, a, objects_for("node-a", 3000, "a"))

@@ -1,1 +1,1 @@
-"""The operator (kopf) against the API emulator: loopback sockets only, no root, no VM."""
+"""The operator (kopf) against the real kube-apiserver: loopback sockets only, no root, no VM."""

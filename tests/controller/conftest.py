@@ -1,4 +1,6 @@
-"""The operator run in the test's event loop against the emulator (TESTING.md section 3)."""
+"""The operator run in the test's event loop against the real kube-apiserver (tests/conftest.py),
+its admission webhooks served over HTTPS with its own CA on https://127.0.0.1:PORT (the API server
+calls them there; nothing here can reach a Service)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
-from apiserver.fixtures import apiserver, empty_apiserver  # noqa: F401
-from apiserver.server import ApiServer
 from kube_l2tp.controller import app
+from realapi.server import RealApiServer
 
 GV = "kubel2tp.io/v1alpha1"
 
@@ -65,7 +67,7 @@ def node(name: str) -> dict[str, Any]:
 async def eventually(
     check: Callable[[], Any], timeout: float = 5.0, what: str = "condition"
 ) -> Any:
-    """Poll until check() returns something truthy (the emulator runs in its own thread)."""
+    """Poll until check() returns something truthy (the server answers in other threads)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = check()
@@ -76,23 +78,38 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
+@pytest.fixture
+def apiserver(api: RealApiServer) -> RealApiServer:
+    """The real API server (the name the tests had for the emulator they ran on before)."""
+    return api
+
+
 class Running:
-    """A running operator: its webhook port (plain HTTP) and a way to wait for its indexes."""
+    """A running operator: its webhook port (HTTPS, its own CA)."""
 
     def __init__(self, webhook_port: int) -> None:
         self.webhook_port = webhook_port
-        self.url = f"http://127.0.0.1:{webhook_port}"
+        self.url = f"https://127.0.0.1:{webhook_port}"
+
+
+def operator_config(tls_dir: Path, port: int | None = None) -> app.OperatorConfig:
+    """HTTPS on 127.0.0.1 with a certificate the operator makes (the real server wants HTTPS)."""
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    return app.OperatorConfig(
+        health_port=None,
+        webhook_port=port or free_port(),
+        webhook_host="127.0.0.1",
+        tls_dir=tls_dir,
+    )
 
 
 @pytest_asyncio.fixture
-async def operator(apiserver: ApiServer) -> AsyncIterator[Running]:  # noqa: F811
-    """kopf in this loop with a stop flag; cancelled soon after stopping (kmock keep-alives)."""
+async def operator(apiserver: RealApiServer, tmp_path: Path) -> AsyncIterator[Running]:
+    """kopf in this loop with a stop flag; cancelled soon after stopping."""
     stop: asyncio.Event = asyncio.Event()
     ready: asyncio.Event = asyncio.Event()
     port = free_port()
-    config = app.OperatorConfig(
-        health_port=None, webhook_port=port, webhook_host="127.0.0.1", webhook_insecure=True
-    )
+    config = operator_config(tmp_path / "tls", port)
     task = asyncio.create_task(app.operator(config, stop_flag=stop, ready_flag=ready))
     await asyncio.wait_for(ready.wait(), 10)
     yield Running(port)

@@ -1,8 +1,9 @@
-"""Admission through kopf's own webhook server, with indexes filled from the emulator.
+"""Admission through kopf's own webhook server, with indexes filled from the real API server.
 
-The emulator does not call admission webhooks (a gap of the realistic API, see its docstring),
-so these tests play the API server's part: they read the webhook configurations kopf created
-in the emulator and POST AdmissionReview requests to the URLs written there.
+These tests play the API server's part to see each verdict whole (allowed, message, warnings,
+patch): they read the webhook configurations kopf created in the server and POST AdmissionReview
+requests over HTTPS to the URLs written there, verifying the operator with the caBundle there.
+The API server calling them itself is tests/realapi/test_flow.py.
 """
 
 from __future__ import annotations
@@ -11,27 +12,31 @@ import asyncio
 import base64
 import functools
 import json
+import ssl
 import uuid
 from typing import Any
 
 import aiohttp
 import pytest
 
-from apiserver.server import ApiServer
 from kube_l2tp.controller import admission
+from realapi.server import RealApiServer
 
 from .conftest import Running, eventually, session, tunnel
 
 RESOURCES = {"L2TPTunnel": "l2tptunnels", "L2TPSession": "l2tpsessions"}
 
 
-def webhook_urls(api: ApiServer, plural: str) -> dict[str, str]:
-    """webhook name -> URL, from the configurations kopf manages in the cluster."""
+Hook = dict[str, Any]  # a webhook's clientConfig: url and caBundle
+
+
+def webhook_urls(api: RealApiServer, plural: str) -> dict[str, Hook]:
+    """webhook name -> client config, from the configurations kopf manages in the cluster."""
     urls = {}
     for kind in (plural,):
         for config in api.objects(kind):
             for hook in config.get("webhooks", []):
-                urls[hook["name"]] = hook["clientConfig"]["url"]
+                urls[hook["name"]] = hook["clientConfig"]
     return urls
 
 
@@ -57,17 +62,26 @@ def review_request(obj: dict[str, Any], old: dict[str, Any] | None = None) -> di
     }
 
 
+def tls_context(hook: Hook) -> ssl.SSLContext:
+    """Trusting only the CA the operator wrote into the configuration, as the API server does."""
+    return ssl.create_default_context(cadata=base64.b64decode(hook["caBundle"]).decode())
+
+
 async def review(
-    url: str, obj: dict[str, Any], old: dict[str, Any] | None = None
+    hook: Hook, obj: dict[str, Any], old: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     request = review_request(obj, old)
-    async with aiohttp.ClientSession() as http, http.post(url, json=request) as answer:
+    context = tls_context(hook)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(hook["url"], json=request, ssl=context) as answer,
+    ):
         assert answer.status == 200
         response: dict[str, Any] = (await answer.json())["response"]
         return response
 
 
-async def hooks(api: ApiServer) -> dict[str, str]:
+async def hooks(api: RealApiServer) -> dict[str, Hook]:
     validating = await eventually(
         lambda: webhook_urls(api, "validatingwebhookconfigurations"), what="webhook config"
     )
@@ -77,13 +91,13 @@ async def hooks(api: ApiServer) -> dict[str, str]:
     return {**validating, **mutating}
 
 
-def url_of(urls: dict[str, str], handler_id: str) -> str:
+def url_of(urls: dict[str, Hook], handler_id: str) -> Hook:
     return next(url for name, url in urls.items() if name.startswith(handler_id))
 
 
 @pytest.mark.asyncio
 async def test_rejects_invalid_and_duplicates_accepts_other_node(
-    apiserver: ApiServer, operator: Running
+    apiserver: RealApiServer, operator: Running
 ) -> None:
     urls = await hooks(apiserver)
     validate = url_of(urls, "validate-tunnel")
@@ -119,7 +133,7 @@ async def test_rejects_invalid_and_duplicates_accepts_other_node(
 
 
 @pytest.mark.asyncio
-async def test_session_conflicts_and_warnings(apiserver: ApiServer, operator: Running) -> None:
+async def test_session_conflicts_and_warnings(apiserver: RealApiServer, operator: Running) -> None:
     urls = await hooks(apiserver)
     validate = url_of(urls, "validate-session")
     apiserver.create(tunnel("t", node="node-a"))
@@ -146,7 +160,9 @@ async def test_session_conflicts_and_warnings(apiserver: ApiServer, operator: Ru
 
 
 @pytest.mark.asyncio
-async def test_mutating_webhook_fills_node_name(apiserver: ApiServer, operator: Running) -> None:
+async def test_mutating_webhook_fills_node_name(
+    apiserver: RealApiServer, operator: Running
+) -> None:
     urls = await hooks(apiserver)
     mutate = url_of(urls, "fill-node-name")
     apiserver.create(tunnel("t", node="node-z"))
@@ -233,17 +249,18 @@ HOSTILE_ENVELOPES: list[tuple[str, bytes, str]] = [
 
 @pytest.mark.asyncio
 async def test_envelopes_it_does_not_understand_are_denied(
-    apiserver: ApiServer, operator: Running
+    apiserver: RealApiServer, operator: Running
 ) -> None:
     """Never a 500 (which failurePolicy Ignore would admit): 400 where there is no request to
     answer, else a denial saying what was not understood; the webhook keeps serving."""
     urls = await hooks(apiserver)
     for hook in ("validate-tunnel", "fill-node-name"):
-        url = url_of(urls, hook)
+        config = url_of(urls, hook)
+        url, context = config["url"], tls_context(config)
         async with aiohttp.ClientSession() as http:
             for case, body, expected in HOSTILE_ENVELOPES:
                 headers = {"Content-Type": "application/json"}
-                async with http.post(url, data=body, headers=headers) as answer:
+                async with http.post(url, data=body, headers=headers, ssl=context) as answer:
                     if expected == "400":
                         assert answer.status == 400, (hook, case, answer.status)
                         assert (await answer.json())["message"], case

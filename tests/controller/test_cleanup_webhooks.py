@@ -1,4 +1,4 @@
-"""`kube-l2tp cleanup` also deletes the webhook configurations kopf made (against the emulator)."""
+"""`kube-l2tp cleanup` also deletes the webhook configurations kopf made (real API server)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from apiserver.server import ApiServer
 from kube_l2tp.controller.app import WEBHOOK_CONFIG
 from kube_l2tp.controller.cleanup import cleanup
 from kube_l2tp.k8s.objects import WEBHOOK_CONFIGURATIONS, Cluster
+from realapi.server import RealApiServer
 
 from .conftest import Running, eventually, tunnel
 
 
-def configurations(api: ApiServer) -> dict[str, list[str]]:
+def configurations(api: RealApiServer) -> dict[str, list[str]]:
     return {
         plural: [o["metadata"]["name"] for o in api.objects(plural)]
         for plural in WEBHOOK_CONFIGURATIONS
@@ -32,7 +32,7 @@ def run_cleanup(cluster: Any) -> tuple[int, str]:
 
 @pytest.mark.asyncio
 async def test_cleanup_deletes_the_operators_webhook_configurations(
-    apiserver: ApiServer, operator: Running
+    apiserver: RealApiServer, operator: Running
 ) -> None:
     expected = {plural: [WEBHOOK_CONFIG] for plural in WEBHOOK_CONFIGURATIONS}
     await eventually(lambda: configurations(apiserver) == expected, what="kopf's configurations")
@@ -40,7 +40,7 @@ async def test_cleanup_deletes_the_operators_webhook_configurations(
     other = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "someone-else"},
+        "metadata": {"name": "someone-else", "labels": {"kube-l2tp-test": "true"}},
         "webhooks": [],
     }
     apiserver.create(other)

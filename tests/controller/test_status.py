@@ -1,4 +1,4 @@
-"""Tunnel status aggregation and nodeName filling, with kopf running against the emulator."""
+"""Tunnel status aggregation and nodeName filling, with kopf running against the real API server."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from apiserver.server import ApiServer
 from kube_l2tp.k8s.conditions import condition
+from realapi.server import RealApiServer
 
 from .conftest import Running, eventually, session, tunnel
 
@@ -15,11 +15,11 @@ SESSIONS = "/apis/kubel2tp.io/v1alpha1/l2tpsessions"
 MERGE = "application/merge-patch+json"
 
 
-def get(api: ApiServer, plural: str, name: str) -> dict[str, Any]:
+def get(api: RealApiServer, plural: str, name: str) -> dict[str, Any]:
     return next(o for o in api.objects(plural) if o["metadata"]["name"] == name)
 
 
-def set_ready(api: ApiServer, name: str, ready: bool) -> None:
+def set_ready(api: RealApiServer, name: str, ready: bool) -> None:
     cond = condition("Ready", "True" if ready else "False", "Programmed" if ready else "Pending")
     code, body = api.submit(
         "PATCH",
@@ -32,7 +32,7 @@ def set_ready(api: ApiServer, name: str, ready: bool) -> None:
 
 @pytest.mark.asyncio
 async def test_tunnel_status_follows_sessions_ready(
-    apiserver: ApiServer, operator: Running
+    apiserver: RealApiServer, operator: Running
 ) -> None:
     apiserver.create(tunnel("t1"))
     await eventually(
@@ -67,7 +67,7 @@ async def test_tunnel_status_follows_sessions_ready(
 
 @pytest.mark.asyncio
 async def test_session_gets_node_name_once_its_tunnel_exists(
-    apiserver: ApiServer, operator: Running
+    apiserver: RealApiServer, operator: Running
 ) -> None:
     apiserver.create(session("early", "t2"))
     assert "nodeName" not in get(apiserver, "l2tpsessions", "early")["spec"]
@@ -82,7 +82,7 @@ async def test_session_gets_node_name_once_its_tunnel_exists(
 
 @pytest.mark.asyncio
 async def test_operator_adds_no_finalizer_and_no_annotations(
-    apiserver: ApiServer, operator: Running
+    apiserver: RealApiServer, operator: Running
 ) -> None:
     apiserver.create(tunnel("t3"))
     apiserver.create(session("s3", "t3"))

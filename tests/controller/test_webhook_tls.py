@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from apiserver.server import ApiServer
 from kube_l2tp.controller import app
+from realapi.server import RealApiServer
 
 from .conftest import eventually, free_port, tunnel
 from .test_admission import review_request
@@ -25,7 +25,7 @@ HOST = "kube-l2tp-webhook.kube-l2tp.svc"  # as the chart sets it: a Service's na
 
 
 @pytest_asyncio.fixture
-async def tls_operator(apiserver: ApiServer, tmp_path: Path) -> AsyncIterator[int]:
+async def tls_operator(apiserver: RealApiServer, tmp_path: Path) -> AsyncIterator[int]:
     """The operator with its own certificate (the default: no insecure flag, no user files)."""
     stop: asyncio.Event = asyncio.Event()
     ready: asyncio.Event = asyncio.Event()
@@ -44,7 +44,7 @@ async def tls_operator(apiserver: ApiServer, tmp_path: Path) -> AsyncIterator[in
         await task
 
 
-def validating_hooks(api: ApiServer) -> list[dict[str, Any]]:
+def validating_hooks(api: RealApiServer) -> list[dict[str, Any]]:
     return [
         hook
         for config in api.objects("validatingwebhookconfigurations")
@@ -74,7 +74,7 @@ async def call(
 
 @pytest.mark.asyncio
 async def test_https_admission_verified_with_the_ca_bundle_kopf_wrote(
-    apiserver: ApiServer, tls_operator: int
+    apiserver: RealApiServer, tls_operator: int
 ) -> None:
     hooks = await eventually(lambda: validating_hooks(apiserver), what="webhook configuration")
     hook = next(h for h in hooks if h["name"].startswith("validate-tunnel"))
