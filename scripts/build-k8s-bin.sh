@@ -6,13 +6,16 @@
 # and its staging modules (tests/k8s-bin/go.mod replaces each with its published v0.x twin).
 # The cache directory is keyed by go.mod, go.sum and the Go version, so a second run, and a fresh
 # clone on the same machine, reuse it; Go's own module and build caches stay in their default places
-# under $HOME. A cold build is long on 2 cores (see tests/k8s-bin/README.md), so it runs under nice.
+# under $HOME. A cold build is long on 2 cores (see tests/k8s-bin/README.md), so it runs under
+# nice (5: still behind everyone else's work, without taking an hour when the machine is busy).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MOD="$ROOT/tests/k8s-bin"
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
 
+# Go's own install place, for shells that did not read the profile that puts it on PATH (CI)
+command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "build-k8s-bin: Go is needed (go 1.26 or newer)" >&2; exit 1; }
 kube_version="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$MOD/go.mod")"
 etcd_version="$(awk '$1 == "go.etcd.io/etcd/server/v3" && $2 ~ /^v/ {print $2; exit}' "$MOD/go.mod")"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,29 @@ def test_kubectl_shows_the_servers_field_for_every_refused_object(
             if path == "metadata.name" and "resource name may not be empty" in errors[file]:
                 continue  # kubectl's own refusal, before sending: it cannot name a file's object
             assert path in errors[file], (file, path, errors[file])
+
+
+def test_the_hostile_corpus_levels_are_the_servers(kubectl: Kubectl, tmp_path: Path) -> None:
+    """tests/unit/corpus/hostile: every case `validate` refuses at the schema level, the API
+    server refuses too (kubectl apply --dry-run=server); every case it accepts there (valid, or
+    refused only by the rules across objects, which are the webhook's) the server accepts.
+    Cases refused by the reader (kubectl reads them differently, or refuses them itself) are
+    not the server's to judge."""
+    sys.path.insert(0, str(REPO / "tests" / "unit"))
+    from corpus.hostile.cases import CASES as HOSTILE
+
+    files = {}
+    for case in HOSTILE:
+        if case.level == "read":
+            continue
+        path = tmp_path / "cases" / f"{case.name}{case.suffix}"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(case.content)
+        files[str(path)] = case
+    assert sum(c.level == "schema" for c in files.values()) >= 10
+    done = kubectl("apply", "--dry-run=server", "-f", str(tmp_path / "cases"), ok=False)
+    refused = {f for line in done.stderr.splitlines() for f in files if f'"{f}"' in line}
+    disagree = sorted(
+        f"{c.name} ({c.level})" for f, c in files.items() if (c.level == "schema") != (f in refused)
+    )
+    assert not disagree, f"validate and the API server disagree on {disagree}:\n{done.stderr}"
