@@ -570,8 +570,9 @@ def test_the_operator_may_create_only_its_own_webhook_configuration(render: Rend
     from kube_l2tp.controller.app import WEBHOOK_CONFIG
 
     docs = render("default")
-    policy = _one(docs, "ValidatingAdmissionPolicy")
-    binding = _one(docs, "ValidatingAdmissionPolicyBinding")
+    name = f"{RELEASE}-kube-l2tp-operator-webhook-configurations"
+    policy = _one(docs, "ValidatingAdmissionPolicy", name)
+    binding = _one(docs, "ValidatingAdmissionPolicyBinding", name)
     assert binding["spec"] == {
         "policyName": policy["metadata"]["name"],
         "validationActions": ["Deny"],
