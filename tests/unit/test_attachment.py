@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 import yaml
 from corpus.hostile.cases import session, tunnel
+from fakekernel import FakeKernel
 
 from kube_l2tp.api import manifests, validation
 from kube_l2tp.api.model import Resources
 from kube_l2tp.cli import main
 from kube_l2tp.core import attachment
+from kube_l2tp.core.desired import Desired, Owned, desired_state
+from kube_l2tp.core.reconcile import reconcile
 
 NS, NAME = "default", "wire"
 
@@ -380,3 +383,36 @@ def test_render_network_attachments_prints_what_kubectl_applies(
     assert [nad] == list(attachment.network_attachment_definitions(res.sessions[0], res.tunnels[0]))
     assert main(["render", "--network-attachments", "--node", "node-b", "-f", str(path)]) == 1
     assert "no bridge is offered to pods" in capsys.readouterr().err
+
+
+# -- the agent and the plugin's ports (in-memory kernel) ---------------------------------------
+
+
+def test_the_agent_never_touches_the_plugins_ports() -> None:
+    """A pod's veth in the session's bridge: a restart and in-place changes (MTU, a host port
+    added then released) write nothing to it; only the agent's own links change."""
+
+    def desired(**iface: Any) -> Desired:
+        res = valid(tunnel(nodeName="site-a"), session(interfaceName="pw0", interface=iface))
+        return desired_state(res, "site-a")
+
+    kernel, owned = FakeKernel(), Owned()
+    saved: list[str] = []
+    first = reconcile(
+        kernel, desired(**bridged(pod_network())), owned, save=lambda o: saved.append(o.to_json())
+    )
+    assert first.converged, first.results
+    veth = kernel._add_link("veth1234", "veth", master="br0", up=True, mtu=1446)
+    kernel.writes.clear()
+    restarted = reconcile(kernel, desired(**bridged(pod_network())), Owned.from_json(saved[-1]))
+    assert restarted.converged and kernel.writes == []
+    changes = [
+        bridged(pod_network(), mtu=1400),
+        {"bridge": {"name": "br0", "ports": ["eth0"], "podNetwork": pod_network()}},
+        bridged(pod_network()),
+    ]
+    for iface in changes:
+        assert reconcile(kernel, desired(**iface), owned).converged
+    assert kernel.writes and not [w for w in kernel.writes if "veth1234" in w], kernel.writes
+    assert (veth.master, veth.up, veth.mtu) == ("br0", True, 1446)
+    assert kernel.links["eth0"].master is None  # the host port the agent added: released
