@@ -16,6 +16,7 @@ sense.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import ipaddress
 import json
@@ -167,6 +168,16 @@ def make_pki(directory: Path) -> None:
 # --- the processes -------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the test process dies, however it dies (no orphan servers;
+    their state is thrown away anyway, and kube-apiserver can linger on SIGTERM without etcd)."""
+    _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+# resolved here, not in the forked child (no loader lock to take between fork and exec)
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+
+
 class RealApiServer:
     """etcd + kube-apiserver on 127.0.0.1 with a fresh data directory; a context manager."""
 
@@ -282,7 +293,11 @@ class RealApiServer:
         log = (self.workdir / log_name).open("ab")
         try:
             return subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (async-signal-safe: one prctl)
             )
         finally:
             log.close()
