@@ -130,7 +130,19 @@ class Links:
         is then never made (dev_activate attaches it only where no root qdisc was set)."""
         operation = f"set root qdisc {kind} on {ifname}"
         index = self._index(operation, ifname)
-        self._send(operation, rtrequest.replace_root_qdisc, index, kind)
+        try:
+            self._send(operation, rtrequest.replace_root_qdisc, index, kind)
+        except KernelError as exc:
+            # The link exists (just looked up): ENOENT here is "Specified qdisc kind is unknown",
+            # a kernel without sch_KIND, not a link that vanished (which the agent would retry).
+            if exc.errno != errno.ENOENT:
+                raise
+            raise KernelError(
+                operation,
+                exc.errno,
+                Outcome.NOT_SUPPORTED,
+                f"this kernel has no {kind} qdisc (modprobe sch_{kind}), or choose another qdisc",
+            ) from exc
 
     # -- plumbing --------------------------------------------------------------------------------
 
