@@ -1,7 +1,8 @@
 """The whole flow on the real API server, every component with its own ServiceAccount's token:
 the operator (kopf, in this event loop) serving its admission webhooks over HTTPS, which the API
-server calls with the CA the operator wrote into the configuration; an agent of node-a (on the
-in-memory kernel) with a token bound to a Pod on node-a; a user applying manifests with kubectl.
+server calls with the CA the operator wrote into the configuration; agents of node-a and node-b
+(each on its own in-memory kernel) with tokens bound to Pods on their nodes; a user applying
+manifests with kubectl.
 
 The webhooks' failurePolicy is Ignore (controller/handlers.py): while the operator is down,
 writes are judged by the API server alone (schema and CEL rules), cross-object conflicts are
@@ -93,9 +94,13 @@ def identities(api: RealApiServer, kubectl: Kubectl, tmp_path: Path) -> dict[str
     """Kubeconfigs with the chart's ServiceAccounts' tokens (the agent's bound to its Pod)."""
     install(api, kubectl)
     pod = pod_on(api, "agent-node-a", "node-a", AGENT_SA)
+    pod_b = pod_on(api, "agent-node-b", "node-b", AGENT_SA)
     return {
         "agent": api.write_kubeconfig(
             tmp_path / "agent.kubeconfig", token=api.token(NAMESPACE, AGENT_SA, pod=pod)
+        ),
+        "agent-b": api.write_kubeconfig(
+            tmp_path / "agent-b.kubeconfig", token=api.token(NAMESPACE, AGENT_SA, pod=pod_b)
         ),
         "operator": api.write_kubeconfig(
             tmp_path / "operator.kubeconfig", token=api.token(NAMESPACE, OPERATOR_SA)
@@ -105,14 +110,15 @@ def identities(api: RealApiServer, kubectl: Kubectl, tmp_path: Path) -> dict[str
 
 @contextlib.contextmanager
 def running_agent(
-    kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, node: str = "node-a"
 ) -> Iterator[tuple[Agent, FakeKernel]]:
-    """The agent of node-a, its loop in a thread, its clients made from the agent's token."""
+    """A node's agent, its loop in a thread, its clients made from the agent's token."""
     kernel = FakeKernel()
-    store = StateStore(tmp_path / "state")
+    state = tmp_path / f"state-{node}"
+    store = StateStore(state)
     with monkeypatch.context() as env:
         env.setenv("KUBECONFIG", str(kubeconfig))  # read when its clients are made
-        agent = cluster_agent(AgentConfig("node-a", Path(), tmp_path / "state"), kernel, store)  # type: ignore[arg-type]
+        agent = cluster_agent(AgentConfig(node, Path(), state), kernel, store)  # type: ignore[arg-type]
     thread = threading.Thread(target=agent.run, name="agent", daemon=True)
     thread.start()
     try:
@@ -168,6 +174,7 @@ def test_the_whole_flow_with_the_charts_identities(
 ) -> None:
     with (
         running_agent(identities["agent"], tmp_path, monkeypatch) as (agent, kernel),
+        running_agent(identities["agent-b"], tmp_path, monkeypatch, "node-b") as (_, kernel_b),
         running_operator(identities["operator"], tmp_path, monkeypatch),
     ):
         eventually(lambda: webhooks_ready(api), what="webhook configurations")
@@ -182,6 +189,13 @@ def test_the_whole_flow_with_the_charts_identities(
             what="session Ready",
         )
         assert 3000 in kernel.tunnels
+        # node-b's agent, with its own Pod's token, programs node-b's tunnel and nothing else
+        apply(kubectl, tunnel("flow-b", node="node-b", tunnel_id=3001))
+        eventually(
+            lambda: ready(get(api, "l2tptunnels", "flow-b")) == "True/Programmed",
+            what="node-b's tunnel Ready",
+        )
+        assert set(kernel_b.tunnels) == {3001} and set(kernel.tunnels) == {3000}
         t = eventually(
             lambda: (
                 (t := get(api, "l2tptunnels", "flow-t"))
@@ -202,15 +216,16 @@ def test_the_whole_flow_with_the_charts_identities(
         assert get(api, "l2tptunnels", "flow-dup") is None
         # delete: the agent takes it out of the kernel, then its finalizer goes
         kubectl("delete", "l2tpsession", "flow-s", "--wait=false")
-        kubectl("delete", "l2tptunnel", "flow-t", "--wait=false")
+        kubectl("delete", "l2tptunnel", "flow-t", "flow-b", "--wait=false")
         eventually(
             lambda: (
                 get(api, "l2tptunnels", "flow-t") is None
+                and get(api, "l2tptunnels", "flow-b") is None
                 and get(api, "l2tpsessions", "flow-s") is None
             ),
             what="objects gone",
         )
-        assert kernel.tunnels == {}
+        assert kernel.tunnels == {} and kernel_b.tunnels == {}
         assert agent.source.ready()  # type: ignore[attr-defined]
 
 
