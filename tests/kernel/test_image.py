@@ -29,7 +29,13 @@ ARCHIVE = REPO / "build/kube-l2tp-image.tar"
 BUNDLE = REPO / "build/kube-l2tp-image-bundle"
 CAP_NET_ADMIN = 12
 Run = Callable[..., subprocess.CompletedProcess[str]]
-UNIFIED = 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"'
+# cgroup2 alone at /sys/fs/cgroup unless it is there already (the VM's own /sys has it; the host's
+# hybrid hierarchy and the fresh /sys of `ip netns exec` do not).
+UNIFIED = (
+    '{ [ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ]'
+    " || mount -t cgroup2 cgroup2 /sys/fs/cgroup; }"
+    ' && exec "$@"'
+)
 
 
 @cache
