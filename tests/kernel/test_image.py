@@ -17,6 +17,7 @@ import re
 import subprocess
 import tarfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -145,13 +146,14 @@ def test_version_and_capabilities_inside_the_container(crun: Run) -> None:
 
 
 def test_the_agent_from_the_image_programs_the_seeds_wire(two_sites: TwoSites, crun: Run) -> None:
-    for ns, node in ((two_sites.a, "site-a"), (two_sites.b, "site-b")):
-        done = crun(
-            ns,
-            ["kube-l2tp", "agent", "--node", node, "--manifests", "embedded", "--once"],
-            uid=0,
-            caps=["CAP_NET_ADMIN"],
-        )
+    def agent(ns: str, node: str) -> subprocess.CompletedProcess[str]:
+        args = ["kube-l2tp", "agent", "--node", node, "--manifests", "embedded", "--once"]
+        return crun(ns, args, uid=0, caps=["CAP_NET_ADMIN"])
+
+    # both sites at once: each is a Python start under emulation, most of this test's time
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(agent, (two_sites.a, two_sites.b), ("site-a", "site-b")))
+    for done in runs:
         assert done.returncode == 0, done.stdout + done.stderr
     tunnels = ip(two_sites.a, "l2tp", "show", "tunnel")
     assert "Tunnel 3000, encap UDP" in tunnels
