@@ -1,10 +1,11 @@
 """``networkd``: the far end as systemd-networkd files (systemd.netdev(5), systemd.network(5)).
 
 Per tunnel a ``.netdev`` of ``Kind=l2tp`` with an ``[L2TP]`` section and one ``[L2TPSession]``
-per session, and per session interface a ``.network`` (addresses with ``Peer=``, MTU). With
-``Local=`` an address, networkd creates the tunnel by itself: systemd 252 (Debian 12) no longer
-reads the ``L2TP=`` key that once tied it to a link ("Support for option L2TP= has been removed
-and it is ignored"), so no underlay file is touched.
+per session, and per session interface a ``.network`` (addresses with ``Peer=``, MTU). networkd
+creates the tunnel once the link holding ``Local=`` is configured by networkd itself
+(NETDEV_CREATE_AFTER_CONFIGURED in src/network/netdev/l2tp-tunnel.c): that link needs a
+``.network`` of the far end's own (systemd 252 ignores the old ``L2TP=`` key, "Support for
+option L2TP= has been removed"), so none is written here; an unmanaged underlay gets no tunnel.
 
 Limits of networkd: no cookies and no sequencing (no such keys in [L2TPSession]), refused. The
 UDP checksum keys are written under the names networkd's parser has known since L2TP support
@@ -111,7 +112,12 @@ def render_far(ends: Sequence[FarEnd], opts: Mapping[str, str]) -> Result:
         outputs += networks
     if check.refusals:
         return Refused(tuple(check.refusals))
-    notes.insert(0, "install the files in /etc/systemd/network/ and run: networkctl reload")
+    notes.insert(
+        0,
+        "install the files in /etc/systemd/network/ and run: networkctl reload; networkd"
+        " creates the tunnel only once the interface holding its Local= address is configured"
+        " by networkd (a .network of yours matches it)",
+    )
     return Rendered(tuple(outputs), tuple(notes))
 
 
