@@ -11,15 +11,12 @@ threads' own: one tunnel dump and one session dump per scrape, counters only.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
-
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from kube_l2tp.agent.source import Snapshot
 from kube_l2tp.agent.standalone import Agent
@@ -28,6 +25,7 @@ from kube_l2tp.core.liveness import Liveness
 from kube_l2tp.core.reconcile import Result
 from kube_l2tp.core.state import SessionCounters, TunnelCounters
 from kube_l2tp.metrics.agent import AgentMetrics
+from kube_l2tp.metrics.exposition import CONTENT_TYPE_LATEST, Metrics, new_registry
 from kube_l2tp.metrics.kernel import CounterDump, KernelMetrics, Names, SessionKey
 from kube_l2tp.metrics.process import standard_collectors
 from kube_l2tp.netlink.l2tp import L2tp
@@ -68,34 +66,12 @@ class KernelScraper:
                 self._l2tp = None
 
 
-class Metrics:
-    """What /metrics answers: the agent's registry, then the kernel's counters."""
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        kernel: KernelMetrics,
-        refresh: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.registry = registry
-        self.kernel = kernel
-        self.refresh = refresh  # gauges read at scrape time
-
-    def chunks(self) -> Iterator[bytes]:
-        """The response in pieces; the kernel has been read once this returns."""
-        self.refresh()
-        return itertools.chain([generate_latest(self.registry)], self.kernel.chunks())
-
-    def render(self) -> bytes:
-        return b"".join(self.chunks())
-
-
 def build_metrics(
     agent: Agent, dump: CounterDump | None = None, *, per_session: bool = True
 ) -> Metrics:
     """The agent's /metrics: its own metrics, fed by on_result, and the kernel's counters
     (without the per-session series when ``per_session`` is off: very large nodes)."""
-    registry = CollectorRegistry()
+    registry = new_registry()
     metrics = AgentMetrics(registry, agent.config.node)
     standard_collectors(registry)
 

@@ -24,11 +24,10 @@ from typing import Any, cast
 
 import aiohttp.web
 import kopf
-import prometheus_client
-from kubernetes.config.config_exception import ConfigException
 
 from kube_l2tp.controller import admission, handlers
 from kube_l2tp.controller.tls import SelfSignedIssuer, ServingFiles, service_names, service_of
+from kube_l2tp.k8s.errors import NoClusterConfig
 from kube_l2tp.k8s.objects import Cluster
 from kube_l2tp.metrics.operator import OperatorMetrics
 
@@ -242,7 +241,7 @@ def serve_metrics(port: int, addr: str = "0.0.0.0") -> OperatorMetrics:
     """/metrics on ``port``: webhook requests, verdicts and latency, kopf handler errors."""
     metrics = OperatorMetrics()
     logging.getLogger("kopf.objects").addHandler(metrics.log_handler())
-    prometheus_client.start_http_server(port, addr=addr, registry=metrics.registry)
+    metrics.serve(port, addr)
     return metrics
 
 
@@ -255,7 +254,7 @@ def run(config: OperatorConfig) -> None:
     kopf.configure(verbose=False)
     try:
         cluster = Cluster()
-    except ConfigException as exc:
+    except NoClusterConfig as exc:
         raise CannotStartError(
             f"no Kubernetes API server to talk to ({exc}): in a cluster the Pod's service"
             " account gives one (automountServiceAccountToken must not be false); elsewhere"

@@ -13,9 +13,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from kubernetes.client.exceptions import ApiException
-
 from kube_l2tp.controller.app import WEBHOOK_CONFIG
+from kube_l2tp.k8s.errors import ApiError
 from kube_l2tp.k8s.objects import WEBHOOK_CONFIGURATIONS, Cluster
 
 ORDER = ("l2tpsessions", "l2tptunnels")  # sessions first, as an agent tears them down
@@ -77,7 +76,7 @@ def _delete_webhook_configurations(cluster: Cluster, out: TextIO) -> int:
         try:
             if cluster.delete_webhook_configuration(plural, WEBHOOK_CONFIG):
                 print(f"{plural}/{WEBHOOK_CONFIG}: deleted", file=out)
-        except ApiException as exc:
+        except ApiError as exc:
             failed += 1
             print(
                 f"{plural}/{WEBHOOK_CONFIG}: not deleted ({exc.status} {exc.reason}); delete it"

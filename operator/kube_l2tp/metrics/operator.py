@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from kube_l2tp.metrics.process import standard_collectors
 
@@ -49,6 +49,10 @@ class OperatorMetrics:
             ["handler"],
             registry=self.registry,
         )
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Serve this registry on ``port`` (prometheus_client's own thread)."""
+        start_http_server(port, addr=addr, registry=self.registry)
 
     def observe(self, webhook: str, verdict: str, seconds: float) -> None:
         self.requests.labels(webhook, verdict).inc()
