@@ -16,6 +16,7 @@ from kube_l2tp.agent import standalone
 from kube_l2tp.agent.cluster import cluster_agent
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
+from kube_l2tp.core.triggers import Trigger
 from realapi.server import RealApiServer
 
 SLOW = 600.0  # a poll and a resync that never come within a test
@@ -33,7 +34,7 @@ def running(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     preexisting: list[dict[str, Any]],
-) -> Iterator[tuple[Agent, FakeKernel, list[str]]]:
+) -> Iterator[tuple[Agent, FakeKernel, list[Trigger]]]:
     """An agent whose loop runs in a thread, polling its source only every SLOW seconds, and
     why each of its reconciles ran."""
     monkeypatch.setattr(standalone, "POLL_SECONDS", SLOW)
@@ -45,7 +46,7 @@ def running(
     a = cluster_agent(config, kernel, store)  # type: ignore[arg-type]
     kinds = [o["kind"] for o in preexisting]
     wait(lambda: synced(a, kinds.count("L2TPTunnel"), kinds.count("L2TPSession")))
-    passes: list[str] = []
+    passes: list[Trigger] = []
     a.on_result.append(lambda *_: passes.append(a.trigger))
     thread = threading.Thread(target=a.run, name="agent", daemon=True)
     thread.start()
@@ -61,7 +62,7 @@ def running(
 
 
 def test_objects_created_are_programmed_without_waiting_for_a_poll(
-    apiserver: RealApiServer, running: tuple[Agent, FakeKernel, list[str]]
+    apiserver: RealApiServer, running: tuple[Agent, FakeKernel, list[Trigger]]
 ) -> None:
     a, kernel, _ = running
     started = time.monotonic()
@@ -69,21 +70,21 @@ def test_objects_created_are_programmed_without_waiting_for_a_poll(
         apiserver.create(obj)
     wait(lambda: ready(get(apiserver, "l2tpsessions", "a-s")) == "True/Programmed")
     assert 3000 in kernel.tunnels
-    assert a.trigger == "manifests changed"
+    assert a.trigger is Trigger.API_EVENT
     assert time.monotonic() - started < SLOW / 10  # woken by the watch, not by a poll or resync
 
 
 @pytest.mark.parametrize("preexisting", [objects_for("node-a", 3000, "a")])
 def test_its_own_writes_coming_back_start_no_reconcile(
-    apiserver: RealApiServer, running: tuple[Agent, FakeKernel, list[str]]
+    apiserver: RealApiServer, running: tuple[Agent, FakeKernel, list[Trigger]]
 ) -> None:
     a, _, passes = running
-    assert passes == ["start"]
+    assert passes == [Trigger.START]
     wait(lambda: ready(get(apiserver, "l2tpsessions", "a-s")) == "True/Programmed")
     caches = (a.source.tunnels, a.source.sessions)  # type: ignore[attr-defined]
     wait(lambda: all(o.get("status") for c in caches for o in c.snapshot()))  # echoes are in
     time.sleep(4 * standalone.DEBOUNCE_SECONDS)  # and judged, had they woken the loop
-    assert passes == ["start"]  # none for the watch bringing back 2 finalizers and 2 statuses
+    assert passes == [Trigger.START]  # none for the watch bringing back 2 finalizers and 2 statuses
 
     # someone else's write does start one, and the status it wiped is written again
     path = apiserver.path_for("kubel2tp.io/v1alpha1", "L2TPSession") + "/a-s/status"
@@ -92,4 +93,4 @@ def test_its_own_writes_coming_back_start_no_reconcile(
     )
     assert code == 200 and not wiped.get("status")
     wait(lambda: ready(get(apiserver, "l2tpsessions", "a-s")) == "True/Programmed")
-    assert passes == ["start", "manifests changed"]
+    assert passes == [Trigger.START, Trigger.API_EVENT]

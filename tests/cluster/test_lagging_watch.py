@@ -10,6 +10,7 @@ from test_cluster_agent import objects_for, synced, wait
 
 from kube_l2tp.agent.cluster import StatusWriter
 from kube_l2tp.agent.standalone import Agent
+from kube_l2tp.core.triggers import Trigger
 from realapi.server import RealApiServer
 
 
@@ -31,7 +32,7 @@ def test_neither_the_data_plane_nor_the_status_moves(
     with monkeypatch.context() as m:
         for cache, copy in zip(caches, before, strict=True):
             m.setattr(cache, "snapshot", lambda copy=copy: copy)  # the watch is late
-        assert a.reconcile_once("periodic resync").converged
+        assert a.reconcile_once(Trigger.PERIODIC_RESYNC).converged
     # the finalizers count as added (no 409 that would drop the objects from what is desired,
     # and so delete them from the kernel) and the status counts as written
     assert kernel.writes == []

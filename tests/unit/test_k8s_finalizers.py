@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.k8s import conditions
 from kube_l2tp.k8s.finalizers import PREFIX, is_node_finalizer, node_finalizer, stale
 
@@ -31,13 +32,15 @@ def test_stale_names_only_our_finalizers_of_absent_nodes() -> None:
 
 
 def test_conditions_ready_and_merge_keeps_transition_time() -> None:
-    old = conditions.condition("Ready", "True", "Programmed", last_transition_time="T0")
+    old = conditions.condition("Ready", "True", Reason.PROGRAMMED, last_transition_time="T0")
     assert conditions.is_true({"conditions": [old]})
     assert not conditions.is_true(None)
     assert not conditions.is_true({"conditions": "junk"})
-    same = conditions.merge([old], conditions.condition("Ready", "True", "Programmed", "again"))
+    same = conditions.merge(
+        [old], conditions.condition("Ready", "True", Reason.PROGRAMMED, "again")
+    )
     assert same[0]["lastTransitionTime"] == "T0" and same[0]["message"] == "again"
-    flipped = conditions.merge([old], conditions.condition("Ready", "False", "Down"))
+    flipped = conditions.merge([old], conditions.condition("Ready", "False", Reason.KERNEL_ERROR))
     assert flipped[0]["lastTransitionTime"] != "T0"
-    other = conditions.merge([old], conditions.condition("Degraded", "False", "Fine"))
-    assert [c["type"] for c in other] == ["Ready", "Degraded"]
+    other = conditions.merge([old], conditions.condition("PeerActive", "False", Reason.PEER_SILENT))
+    assert [c["type"] for c in other] == ["Ready", "PeerActive"]

@@ -35,6 +35,7 @@ from kube_l2tp.core.state import (
     TunnelConfig,
     TunnelCounters,
 )
+from kube_l2tp.core.triggers import Trigger
 from kube_l2tp.metrics.agent import METRIC_NAMES
 from kube_l2tp.metrics.kernel import (
     COUNTERS,
@@ -411,7 +412,7 @@ def test_agent_registry_names_objects_and_counts_drift_repairs(agent: Agent) -> 
     metrics = build_metrics(agent, fake_dump(kernel))
     node = frozenset({("node", "site-a")})
     assert scrape(metrics)[("kube_l2tp_agent_ready", node)] == 0
-    first = agent.reconcile_once("start")
+    first = agent.reconcile_once(Trigger.START)
     assert first.converged and first.writes > 0
     got = scrape(metrics)
     assert got[("kube_l2tp_agent_ready", node)] == 1
@@ -423,13 +424,13 @@ def test_agent_registry_names_objects_and_counts_drift_repairs(agent: Agent) -> 
     assert [dict(k[1])["session"] for k in session] == ["site-a-1"]
     # someone deletes the tunnel; the kernel event's reconcile repairs it
     kernel.delete_tunnel(3000)
-    repair = agent.reconcile_once("kernel event")
+    repair = agent.reconcile_once(Trigger.KERNEL_EVENT)
     assert repair.writes > 0
     got = scrape(metrics)
     assert got[("kube_l2tp_drift_repairs_total", node)] == repair.writes
     # a manifest change's writes are not drift
     kernel.delete_tunnel(3000)
-    agent.reconcile_once("manifests changed")
+    agent.reconcile_once(Trigger.MANIFESTS_CHANGED)
     assert scrape(metrics)[("kube_l2tp_drift_repairs_total", node)] == repair.writes
     exported = {name for name, _ in scrape(metrics) if not name.endswith("_created")}
     # what the dashboard and rules tests rely on: the declared names are the exported ones
@@ -443,7 +444,7 @@ def test_agent_samples_liveness_and_reports_verdicts(agent: Agent) -> None:
     metrics = build_metrics(agent, fake_dump(kernel))
     seen: list[dict[str, object]] = []
     agent.on_liveness.append(lambda v: seen.append(dict(v)))
-    agent.reconcile_once("start")
+    agent.reconcile_once(Trigger.START)
     key = (3000, 1000)
     agent.sample_liveness()  # reuses the reconcile's dump (made at the monotonic time)
     base = time.monotonic()
@@ -478,7 +479,7 @@ def test_served_body_passes_promtool_and_names_each_family_once(agent: Agent) ->
     kernel = agent.kernel
     assert isinstance(kernel, CountingKernel)
     metrics = build_metrics(agent, fake_dump(kernel))
-    agent.reconcile_once("start")
+    agent.reconcile_once(Trigger.START)
     kernel.stats[(3000, 1000)] = Stats(tx_packets=2**63, rx_cookie_discards=7)
     body = metrics.render()
     promtool_check_metrics(body)
@@ -500,7 +501,7 @@ def test_served_over_http_streamed_to_11_and_whole_to_10(agent: Agent) -> None:
 
     kernel = agent.kernel
     assert isinstance(kernel, CountingKernel)
-    agent.reconcile_once("start")
+    agent.reconcile_once(Trigger.START)
     server = serve_metrics(agent, "127.0.0.1:0", fake_dump(kernel))
     try:
         port = server.server_address[1]

@@ -23,6 +23,7 @@ from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.core.desired import Desired, Owned, desired_state
 from kube_l2tp.core.reconcile import reconcile
 from kube_l2tp.core.state import Address, KernelError, Outcome, SessionConfig
+from kube_l2tp.core.triggers import Trigger
 
 NODE = "site-a"
 
@@ -345,7 +346,7 @@ def test_the_agent_keeps_its_verdicts_while_the_kernel_cannot_be_read_completely
     first = agent.reconcile_once()
     assert first.converged
     kernel.interrupted_link_dumps = 100
-    again = agent.reconcile_once("kernel event")  # backs off about 1.5 s, then gives up
+    again = agent.reconcile_once(Trigger.KERNEL_EVENT)  # backs off about 1.5 s, then gives up
     store.close()
     assert again is first and seen == [first], "statuses were rewritten from an interrupted dump"
     assert agent._next_resync() - time.monotonic() <= standalone.RETRY_SECONDS

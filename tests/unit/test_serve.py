@@ -23,7 +23,9 @@ from kube_l2tp.agent import standalone
 from kube_l2tp.agent.serve import serve_metrics
 from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.core.state import ObservedTunnel
+from kube_l2tp.core.triggers import Trigger
 
 
 class BlockingKernel(FakeKernel):
@@ -67,7 +69,7 @@ def get(port: int, path: str, method: str = "GET", **headers: str) -> tuple[int,
 
 def test_a_thousand_simultaneous_connections_are_all_answered(agent: Agent, port: int) -> None:
     """All connect at once; the default backlog of 5 dropped a third of them."""
-    agent.reconcile_once("start")
+    agent.reconcile_once(Trigger.START)
     n = 1000
 
     def probe(_: int) -> bytes:
@@ -103,7 +105,7 @@ def test_a_thousand_simultaneous_connections_are_all_answered(agent: Agent, port
 
 
 def test_head_and_query_strings(agent: Agent, port: int) -> None:
-    agent.reconcile_once("start")
+    agent.reconcile_once(Trigger.START)
     for path in ("/metrics", "/healthz", "/readyz"):
         status, _, body = get(port, path, "HEAD")
         assert (status, body) == (200, b""), path
@@ -113,7 +115,7 @@ def test_head_and_query_strings(agent: Agent, port: int) -> None:
 
 
 def test_gzip_when_asked_and_the_same_page(agent: Agent, port: int) -> None:
-    agent.reconcile_once("start")
+    agent.reconcile_once(Trigger.START)
     _, plain_headers, plain = get(port, "/metrics")
     status, headers, packed = get(port, "/metrics", **{"Accept-Encoding": "gzip"})
     assert status == 200 and headers["Content-Encoding"] == "gzip"
@@ -130,7 +132,7 @@ def test_gzip_when_asked_and_the_same_page(agent: Agent, port: int) -> None:
 
 
 def test_process_and_build_info_and_no_created_series(agent: Agent, port: int) -> None:
-    agent.reconcile_once("start")
+    agent.reconcile_once(Trigger.START)
     page = get(port, "/metrics")[2].decode()
     families = {f.name: f for f in text_string_to_metric_families(page)}
     assert families["process_resident_memory_bytes"].samples[0].value > 0
@@ -149,7 +151,7 @@ def test_per_session_series_can_be_turned_off(tmp_path: Path) -> None:
     config = AgentConfig("site-a", embedded.DIRECTORY, tmp_path / "state")
     kernel = FakeKernel()
     a = Agent(config, kernel, StateStore(tmp_path / "state"))  # type: ignore[arg-type]
-    a.reconcile_once("start")
+    a.reconcile_once(Trigger.START)
 
     def dump() -> tuple[list, list]:  # type: ignore[type-arg]
         tunnels = [(t.config.tunnel_id, astuple(t.stats)) for t in kernel.dump_tunnels()]
@@ -230,11 +232,11 @@ def test_objects_not_ready_are_one_series_each_with_the_reason_and_go_when_ready
     def result(*objects: ObjectResult) -> Result:
         return Result(results={o.subject: o for o in objects})
 
-    tunnel = ObjectResult("L2TPTunnel/site-a", True, "Programmed", "")
-    broken = ObjectResult("L2TPSession/site-a-1", False, "Conflict", "id taken")
+    tunnel = ObjectResult("L2TPTunnel/site-a", True, Reason.PROGRAMMED, "")
+    broken = ObjectResult("L2TPSession/site-a-1", False, Reason.CONFLICT, "id taken")
     metrics.observe(result(tunnel, broken), 0.01)
     assert not_ready() == {("L2TPSession", "site-a-1", "Conflict")}
     metrics.observe(
-        result(tunnel, ObjectResult("L2TPSession/site-a-1", True, "Programmed", "")), 0.01
+        result(tunnel, ObjectResult("L2TPSession/site-a-1", True, Reason.PROGRAMMED, "")), 0.01
     )
     assert not_ready() == set()

@@ -25,9 +25,11 @@ from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.api import crd, manifests, validation
 from kube_l2tp.api.model import Resources
 from kube_l2tp.api.problems import Problem, Severity
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.core.desired import Owned
 from kube_l2tp.core.liveness import Liveness, PeerVerdict
 from kube_l2tp.core.reconcile import ObjectResult, Result
+from kube_l2tp.core.triggers import Trigger
 from kube_l2tp.k8s import conditions
 from kube_l2tp.k8s.connect import clients
 from kube_l2tp.k8s.watch import NodeCache
@@ -36,11 +38,18 @@ from kube_l2tp.netlink.kernel import Kernel
 
 log = logging.getLogger("kube_l2tp.agent")
 
-FAILURE_REASONS_WITH_EVENTS = {"KernelError", "KernelUnsupported", "Conflict", "InvalidSpec"}
+FAILURE_REASONS_WITH_EVENTS = {
+    Reason.KERNEL_ERROR,
+    Reason.KERNEL_UNSUPPORTED,
+    Reason.CONFLICT,
+    Reason.INVALID_SPEC,
+}
 
 
 class ClusterSource:
     """Desired objects from the API caches, with finalizers put on before programming."""
+
+    change_trigger = Trigger.API_EVENT
 
     def __init__(self, tunnels: NodeCache, sessions: NodeCache, writer: Writer) -> None:
         self.tunnels = tunnels
@@ -150,7 +159,7 @@ class StatusWriter:
         self.writer = writer
         self.owned = owned
         self.verdicts = verdicts  # Agent.peer_verdicts
-        self._reasons: dict[str, str] = {}
+        self._reasons: dict[str, Reason] = {}
         self._result: Result | None = None
         self._verdicts: dict[str, PeerVerdict] = {}
         # subject -> (liveness state, wall-clock time it began): the condition's
@@ -201,9 +210,9 @@ class StatusWriter:
             ref = (obj.get("spec") or {}).get("tunnelRef", "")
             if f"L2TPTunnel/{ref}" not in self.source.raw:
                 return ObjectResult(
-                    subject, False, "TunnelNotFound", f"no L2TPTunnel {ref!r} on this node"
+                    subject, False, Reason.TUNNEL_NOT_FOUND, f"no L2TPTunnel {ref!r} on this node"
                 )
-        return ObjectResult(subject, False, "Progressing", "waiting to be programmed")
+        return ObjectResult(subject, False, Reason.PROGRESSING, "waiting to be programmed")
 
     def _write(self, kind: str, obj: dict[str, Any], r: ObjectResult) -> None:
         generation = obj["metadata"].get("generation", 0)
@@ -232,8 +241,8 @@ class StatusWriter:
         self._reasons[subject] = r.reason
         if r.reason != before and r.reason in FAILURE_REASONS_WITH_EVENTS:
             self.writer.event(kind, obj, r.reason, r.message, warning=True)
-        elif r.ready and before not in (None, "Programmed"):
-            self.writer.event(kind, obj, "Programmed", r.message, warning=False)
+        elif r.ready and before not in (None, Reason.PROGRAMMED):
+            self.writer.event(kind, obj, Reason.PROGRAMMED, r.message, warning=False)
 
     def _peer_condition(
         self, subject: str, obj: dict[str, Any], r: ObjectResult, generation: int

@@ -24,6 +24,7 @@ from functools import partial
 from typing import Protocol
 
 from kube_l2tp.api.model import Resources, Tunnel
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.core import xfrm
 from kube_l2tp.core.plan import session_subject, tunnel_subject
 from kube_l2tp.core.reconcile import ObjectResult
@@ -39,23 +40,23 @@ def read_key_file(path: str) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise XfrmConfigError("SecretNotFound", f"{where}: no such file") from None
+        raise XfrmConfigError(Reason.SECRET_NOT_FOUND, f"{where}: no such file") from None
     except OSError as exc:
-        raise XfrmConfigError("SecretNotFound", f"{where}: {exc.strerror}") from None
+        raise XfrmConfigError(Reason.SECRET_NOT_FOUND, f"{where}: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # a directory, a FIFO (O_NONBLOCK: never waits on it)
-            raise XfrmConfigError("InvalidKey", f"{where}: not a regular file")
+            raise XfrmConfigError(Reason.INVALID_KEY, f"{where}: not a regular file")
         if st.st_mode & 0o077:
             raise XfrmConfigError(
-                "InvalidKey",
+                Reason.INVALID_KEY,
                 f"{where}: group or others may access it (mode {stat.S_IMODE(st.st_mode):04o}):"
                 f" chmod 600 {path}",
             )
         with os.fdopen(os.dup(fd), "rb") as f:
             return f.read(xfrm.MAX_SECRET_BYTES + 1)
     except OSError as exc:
-        raise XfrmConfigError("SecretNotFound", f"{where}: {exc.strerror}") from None
+        raise XfrmConfigError(Reason.SECRET_NOT_FOUND, f"{where}: {exc.strerror}") from None
     finally:
         os.close(fd)
 
@@ -113,7 +114,7 @@ class XfrmStep:
         if enc.key_file:
             return self.read_key(enc.key_file)
         raise XfrmConfigError(
-            "SecretNotFound",
+            Reason.SECRET_NOT_FOUND,
             f"spec.encryption.secretRef {enc.secret_namespace}/{enc.secret_name}: this agent"
             " reads keyFile only; the tunnel is not programmed (it would run in clear)",
         )
@@ -133,7 +134,7 @@ class XfrmStep:
             pols = port.dump_policies()
         except (KernelError, OSError) as exc:  # no XFRM here: only the encrypted tunnels wait
             self.pending = xfrm.XfrmPlan()
-            why = ("KernelError", f"XFRM is not usable on this node: {exc}")
+            why = (Reason.KERNEL_ERROR, f"XFRM is not usable on this node: {exc}")
             return _withhold(resources, dict.fromkeys((t.name for t in encrypted), why))
         ours = [s.observed for s in sas if xfrm.owned(s.reqid) and s.observed]
         foreign: list[tuple[int, str, int] | tuple[xfrm.Dir, xfrm.Selector]] = [
@@ -141,12 +142,12 @@ class XfrmStep:
         ]
         foreign += [p.ident for p in pols if not xfrm.owned(p.reqid) and p.ident]
         our_pols = [p.config for p in pols if xfrm.owned(p.reqid) and p.config]
-        held: dict[str, tuple[str, str]] = {}
+        held: dict[str, tuple[Reason, str]] = {}
         wanted: dict[str, xfrm.TunnelXfrm] = {}
         now = self.clock()
         for first, second in xfrm.reqid_clashes(encrypted):
             held[second.name] = (
-                "Conflict",
+                Reason.CONFLICT,
                 f"tunnel ids {first.tunnel_id} (L2TPTunnel/{first.name}) and"
                 f" {second.tunnel_id} share their low 28 bits, which name their XFRM reqid",
             )
@@ -162,7 +163,7 @@ class XfrmStep:
                 held[t.name] = (exc.reason, str(exc))
         for a, b in xfrm.spi_clashes(s for w in wanted.values() for s in w.states):
             held[b.tunnel] = (
-                "Conflict",
+                Reason.CONFLICT,
                 f"its SPI {b.config.spi:#010x} is L2TPTunnel/{a.tunnel}'s",
             )
         owner: dict[object, str] = {}
@@ -171,7 +172,7 @@ class XfrmStep:
             owner.update((p.config.ident, name) for p in w.policies)
         plan = xfrm.plan((w for n, w in wanted.items() if n not in held), ours, our_pols, foreign)
         for c in plan.conflicts:
-            held[owner[c.ident]] = ("Conflict", f"someone else's XFRM object holds {_what(c)}")
+            held[owner[c.ident]] = (Reason.CONFLICT, f"someone else's XFRM object holds {_what(c)}")
         if plan.conflicts:  # again, without the tunnels in conflict
             plan = xfrm.plan(
                 (w for n, w in wanted.items() if n not in held), ours, our_pols, foreign
@@ -190,7 +191,7 @@ class XfrmStep:
 
     def _try(
         self,
-        held: dict[str, tuple[str, str]],
+        held: dict[str, tuple[Reason, str]],
         owner: dict[object, str],
         obj: xfrm.SaConfig | xfrm.PolicyConfig,
         write: Callable[[], None],
@@ -202,7 +203,7 @@ class XfrmStep:
             write()
         except KernelError as exc:
             if name is not None:
-                held[name] = ("KernelError", str(exc))
+                held[name] = (Reason.KERNEL_ERROR, str(exc))
 
     def after(self) -> None:
         """Remove the agent's SAs and policies no tunnel wants any more."""
@@ -231,7 +232,7 @@ def _quietly(write: Callable[[], None]) -> None:
 
 
 def _withhold(
-    resources: Resources, held: dict[str, tuple[str, str]]
+    resources: Resources, held: dict[str, tuple[Reason, str]]
 ) -> tuple[Resources, dict[str, ObjectResult]]:
     results: dict[str, ObjectResult] = {}
     for name, (reason, message) in held.items():
@@ -240,6 +241,6 @@ def _withhold(
             if s.tunnel_ref == name:
                 subject = session_subject(s.name)
                 why = f"its tunnel L2TPTunnel/{name} is not programmed: {reason}"
-                results[subject] = ObjectResult(subject, False, "TunnelNotReady", why)
+                results[subject] = ObjectResult(subject, False, Reason.TUNNEL_NOT_READY, why)
     kept = tuple(t for t in resources.tunnels if t.name not in held)
     return Resources(kept, resources.sessions), results

@@ -15,6 +15,7 @@ from typing import Protocol
 from kube_l2tp.api import manifests, validation
 from kube_l2tp.api.model import Resources, Session, Tunnel
 from kube_l2tp.api.problems import Problem, Severity
+from kube_l2tp.core.triggers import Trigger
 
 
 @dataclass
@@ -45,6 +46,11 @@ class Source(Protocol):
 
     def api_connected(self) -> bool | None:
         """Whether the source's API watches are connected; None for a source without an API."""
+        ...
+
+    @property
+    def change_trigger(self) -> Trigger:
+        """What the loop calls a reconcile that a change of signature() starts."""
         ...
 
 
@@ -100,6 +106,8 @@ class ManifestSource:
     """A directory of manifest files, read file by file: a file that cannot be read or parsed
     is reported and keeps what it declared last (its objects stay programmed), and never
     stops the other files' objects from being programmed."""
+
+    change_trigger = Trigger.MANIFESTS_CHANGED
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory

@@ -26,12 +26,20 @@ from kube_l2tp.agent.encryption import XfrmStep
 from kube_l2tp.agent.source import ManifestSource, Snapshot, Source
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.api.problems import Severity
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.core.desired import Desired, desired_state
-from kube_l2tp.core.liveness import DEFAULT_WINDOW_SECONDS, LivenessTracker, PeerVerdict, Sample
+from kube_l2tp.core.liveness import (
+    DEFAULT_WINDOW_SECONDS,
+    Liveness,
+    LivenessTracker,
+    PeerVerdict,
+    Sample,
+)
 from kube_l2tp.core.plan import session_subject
 from kube_l2tp.core.ports import KernelPort
 from kube_l2tp.core.reconcile import ObjectResult, Result, reconcile
 from kube_l2tp.core.state import KernelError, ObservedSession
+from kube_l2tp.core.triggers import Trigger
 from kube_l2tp.netlink.kernel import Kernel
 from kube_l2tp.netlink.l2tp import L2tpEvents
 from kube_l2tp.netlink.links import LinkEvents
@@ -76,7 +84,7 @@ class Agent:
         self.last: Result | None = None
         self.snapshot: Snapshot | None = None
         self.desired: Desired | None = None  # of the last reconcile: what the agent manages
-        self.trigger = ""  # why the last reconcile ran ("start", "kernel event", ...)
+        self.trigger = Trigger.START  # why the last reconcile ran
         self.on_result: list[Callable[[Snapshot, Result, float], None]] = []
         self.liveness: LivenessTracker[SessionKey] = LivenessTracker(config.peer_silence_window)
         # Called with peer_verdicts() whenever a session's verdict changes (for conditions).
@@ -141,7 +149,7 @@ class Agent:
         for key in changed:
             v = after[key]
             name = desired.sessions[key].name
-            level = logging.WARNING if v.state.value == "PeerSilent" else logging.INFO
+            level = logging.WARNING if v.state is Liveness.SILENT else logging.INFO
             log.log(level, "%s: %s: %s", session_subject(name), v.state.value, v.message)
         if changed:
             verdicts = self.peer_verdicts()
@@ -154,7 +162,7 @@ class Agent:
     def _record_sessions(self, sessions: list[ObservedSession]) -> None:
         self._sampled = (time.monotonic(), sessions)
 
-    def reconcile_once(self, why: str = "start") -> Result:
+    def reconcile_once(self, why: Trigger = Trigger.START) -> Result:
         if not self.source.ready():
             log.info("waiting for the first complete list of objects before reconciling")
             return self.last or Result()
@@ -200,7 +208,7 @@ class Agent:
             callback(snapshot, result, seconds)
         return result
 
-    def _contained(self, why: str) -> None:
+    def _contained(self, why: Trigger) -> None:
         """reconcile_once, whatever it raises: one object's input, a bug or a kernel answer
         nobody expected must not end the loop and leave every pseudowire of the node without
         its agent (a crash loop in a cluster). Per-object failures are contained in reconcile
@@ -216,7 +224,7 @@ class Agent:
         """Soon when the kernel is still finishing something (a delete), else the backstop."""
         progressing = self._incomplete or (
             self.last is not None
-            and any(r.reason == "Progressing" for r in self.last.results.values())
+            and any(r.reason is Reason.PROGRESSING for r in self.last.results.values())
         )
         due = time.monotonic() + (RETRY_SECONDS if progressing else self.config.resync_seconds)
         rotation = self.xfrm.next_step_at if self.xfrm is not None else None
@@ -233,7 +241,7 @@ class Agent:
         waker = self._waker = _Waker()
         selector.register(waker.fileno(), selectors.EVENT_READ, waker)
         signature = self.source.signature()
-        self._contained("start")
+        self._contained(Trigger.START)
         self.sample_liveness()
         _drain(events)  # our own writes
         next_resync = self._next_resync()
@@ -245,18 +253,18 @@ class Agent:
             ready = selector.select(timeout)
             if self.stop.is_set():
                 break
-            why = ""
+            why: Trigger | None = None
             if ready:
                 time.sleep(DEBOUNCE_SECONDS)
                 waker.drain()  # the signature below says whether the source really changed
                 if _drain(events):
-                    why = "kernel event"
+                    why = Trigger.KERNEL_EVENT
             current = self.source.signature()
             if current != signature:
-                signature, why = current, "manifests changed"
+                signature, why = current, self.source.change_trigger
             if time.monotonic() >= next_resync:
-                why = why or "periodic resync"
-            if not why:
+                why = why or Trigger.PERIODIC_RESYNC
+            if why is None:
                 continue
             log.debug("reconcile: %s", why)
             self._contained(why)
@@ -341,7 +349,7 @@ def _mark_invalid(result: Result, snapshot: Snapshot) -> Result:
             result.results[subject] = ObjectResult(
                 subject,
                 False,
-                "InvalidSpec",
+                Reason.INVALID_SPEC,
                 "the manifest is invalid; the last valid version stays programmed"
                 f" (kernel: {r.reason})",
                 r.interface,

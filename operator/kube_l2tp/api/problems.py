@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from kube_l2tp.api.reasons import Reason
+
 
 class Severity(Enum):
     ERROR = "error"  # the API server or the kernel refuses it, or it can never carry a frame
@@ -19,9 +21,9 @@ class Problem:
     path: str  # field path, e.g. "spec.udp.sourcePort" ("" for the whole object)
     message: str  # what is wrong and how to fix it
     source: str = ""  # file (and document index) the object came from
-    # The condition reason an agent reports: "Conflict" when another object holds what this one
-    # declares (an id, a port, a name), "InvalidSpec" for anything wrong with the object itself.
-    reason: str = "InvalidSpec"
+    # The condition reason an agent reports: CONFLICT when another object holds what this one
+    # declares (an id, a port, a name), INVALID_SPEC for anything wrong with the object itself.
+    reason: Reason = Reason.INVALID_SPEC
 
     def render(self) -> str:
         """One line: file: kind/name: field: message (file: message for a whole document).

@@ -24,6 +24,7 @@ from kube_l2tp.api import crd, manifests, schema
 from kube_l2tp.api.manifests import Document, echo
 from kube_l2tp.api.model import Bridge, IpRange, Resources, Session, Tunnel
 from kube_l2tp.api.problems import Problem, Severity
+from kube_l2tp.api.reasons import Reason
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
 _KINDS = {crd.TUNNEL_KIND: crd.tunnel_crd, crd.SESSION_KIND: crd.session_crd}
@@ -326,7 +327,11 @@ def _pod_networks(res: Resources) -> Iterable[Problem]:
 
 
 def _t(
-    tunnel: Tunnel, path: str, message: str, severity: Severity = ERROR, reason: str = "InvalidSpec"
+    tunnel: Tunnel,
+    path: str,
+    message: str,
+    severity: Severity = ERROR,
+    reason: Reason = Reason.INVALID_SPEC,
 ) -> Problem:
     return Problem(severity, crd.TUNNEL_KIND, tunnel.name, path, message, tunnel.source, reason)
 
@@ -336,12 +341,12 @@ def _s(
     path: str,
     message: str,
     severity: Severity = ERROR,
-    reason: str = "InvalidSpec",
+    reason: Reason = Reason.INVALID_SPEC,
 ) -> Problem:
     return Problem(severity, crd.SESSION_KIND, session.name, path, message, session.source, reason)
 
 
-CONFLICT = "Conflict"  # the reason of a problem that another object causes (first come wins)
+CONFLICT = Reason.CONFLICT  # the reason of a problem that another object causes (first come wins)
 
 
 def _references(res: Resources) -> Iterable[Problem]:

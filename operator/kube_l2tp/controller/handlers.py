@@ -17,6 +17,7 @@ from typing import Any, cast
 import kopf
 
 from kube_l2tp.api import crd
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.controller import admission, status
 from kube_l2tp.k8s import conditions
 from kube_l2tp.k8s.finalizers import is_node_finalizer, node_finalizer, stale
@@ -275,6 +276,6 @@ async def _remove(
     if removed and obj is not None:
         kopf.warn(
             kopf.Body(cast("kopf.RawBody", obj)),
-            reason="NodeGone",
+            reason=Reason.NODE_GONE,
             message=f"removed finalizer(s) {', '.join(removed)}: {why}",
         )

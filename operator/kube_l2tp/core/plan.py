@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from kube_l2tp.api.model import Bridge
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.core.desired import Desired, DesiredSession, Owned, normalize_tunnel
 from kube_l2tp.core.state import (
     Address,
@@ -80,7 +81,7 @@ class Finding:
     """A reason an object cannot be (fully) programmed that no write can fix."""
 
     subject: str
-    reason: str  # Conflict, HostPortMissing, ...
+    reason: Reason  # CONFLICT, HOST_PORT_MISSING, ...
     message: str
 
 
@@ -208,7 +209,7 @@ def _tunnels(plan: Plan, desired: Desired, observed: Observed, owned: Owned) -> 
             plan.findings.append(
                 Finding(
                     subject,
-                    "Conflict",
+                    Reason.CONFLICT,
                     f"tunnel id {tid} already exists in the kernel and was not created by"
                     " kube-l2tp: delete it (ip l2tp del tunnel tunnel_id"
                     f" {tid}) or choose another tunnelID",
@@ -267,7 +268,7 @@ def _sessions(
             plan.findings.append(
                 Finding(
                     subject,
-                    "Conflict",
+                    Reason.CONFLICT,
                     f"session {key[1]} already exists in tunnel {key[0]} and was not created by"
                     " kube-l2tp: delete it or choose another sessionID",
                 )
@@ -292,7 +293,7 @@ def _sessions(
                 plan.findings.append(
                     Finding(
                         subject,
-                        "Conflict",
+                        Reason.CONFLICT,
                         f"interface name {name} is taken by {whose} kube-l2tp did not"
                         " create: rename or delete it, or choose another interfaceName",
                     )
@@ -528,7 +529,7 @@ def _vlan(
         plan.findings.append(
             Finding(
                 subject,
-                "Conflict",
+                Reason.CONFLICT,
                 f"interface {name} exists and was not created by kube-l2tp: delete it, or set"
                 " interface.vlans[].name to another name",
             )
@@ -553,7 +554,7 @@ def _bridge(plan: Plan, subject: str, bridge: Bridge, observed: Observed, owned:
         plan.findings.append(
             Finding(
                 subject,
-                "Conflict",
+                Reason.CONFLICT,
                 f"{bridge.name} exists and is not a bridge ({have.kind or 'no kind'}): choose"
                 " another bridge name",
             )
@@ -577,7 +578,7 @@ def _host_port(
         plan.findings.append(
             Finding(
                 subject,
-                "HostPortMissing",
+                Reason.HOST_PORT_MISSING,
                 f"host interface {port} (a port of bridge {bridge}) does not exist: create it,"
                 " or remove it from bridge.ports",
             )
@@ -590,7 +591,7 @@ def _host_port(
         plan.findings.append(
             Finding(
                 subject,
-                "Conflict",
+                Reason.CONFLICT,
                 f"host interface {port} is already a port of {master}, which kube-l2tp did not"
                 f" put it in: release it (ip link set {port} nomaster) to attach it to {bridge}",
             )

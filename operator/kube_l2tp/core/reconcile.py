@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.core.desired import Desired, Owned
 from kube_l2tp.core.plan import (
     Action,
@@ -34,7 +35,7 @@ MAX_ROUNDS = 6
 class ObjectResult:
     subject: str  # "L2TPSession/site-a-1"
     ready: bool
-    reason: str  # Programmed, Progressing, Conflict, KernelError, KernelUnsupported, ...
+    reason: Reason
     message: str
     interface: str = ""
     ifindex: int = 0
@@ -44,12 +45,26 @@ class ObjectResult:
     qdisc: str | None = None
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why an object failed for good this reconcile: the reason from the error's type, the
+    message for people (never parsed)."""
+
+    reason: Reason
+    message: str
+
+
+def kernel_reason(outcome: Outcome) -> Reason:
+    """The condition reason of a failed kernel call."""
+    return Reason.KERNEL_UNSUPPORTED if outcome is Outcome.NOT_SUPPORTED else Reason.KERNEL_ERROR
+
+
 @dataclass
 class Result:
     writes: int = 0
     rounds: int = 0
     results: dict[str, ObjectResult] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)  # subject -> last error
+    failures: dict[str, Failure] = field(default_factory=dict)  # subject -> last error
     # Why no object was judged (the kernel's state could not be read completely, e.g. link
     # dumps interrupted again and again while a large tunnel's interfaces go): keep the last
     # verdicts and try again soon. Empty when ``results`` is the verdict.
@@ -365,7 +380,7 @@ def apply(
     plan: Plan,
     owned: Owned,
     save: Callable[[Owned], None],
-    failures: dict[str, str],
+    failures: dict[str, Failure],
     deleted: set[tuple[int, int]],
 ) -> tuple[int, dict[str, str]]:
     """Apply a plan; returns (writes, subjects to retry next round -> why).
@@ -403,13 +418,16 @@ def apply(
             if _transient(action, exc, owned, deleted, i in undo and _was_owned(action, owned)):
                 retry[action.subject] = f"{action.describe()}: {exc}"
             else:
-                failures[action.subject] = f"{action.describe()}: {exc}"
+                failures[action.subject] = Failure(
+                    kernel_reason(exc.outcome), f"{action.describe()}: {exc}"
+                )
         except Exception as exc:
             undo.get(i, _nothing)()
             failed.add(action.subject)
-            failures[action.subject] = (
+            failures[action.subject] = Failure(
+                Reason.KERNEL_ERROR,
                 f"{action.describe()}: internal error ({type(exc).__name__}: {exc}); the other"
-                " objects are not affected: report this as a bug of kube-l2tp"
+                " objects are not affected: report this as a bug of kube-l2tp",
             )
     _forget_sessions_of(owned, tunnels_deleted)
     save(owned)
@@ -517,7 +535,7 @@ def unreachable(desired: Desired, exc: KernelError, writes: int = 0) -> Result:
     that only said "try again" (BUSY) judges no object: the result is incomplete."""
     if exc.outcome is Outcome.BUSY:
         return Result(writes=writes, incomplete=f"{exc}")
-    reason = "KernelUnsupported" if exc.outcome is Outcome.NOT_SUPPORTED else "KernelError"
+    reason = kernel_reason(exc.outcome)
     subjects = [tunnel_subject(t.name) for t in desired.tunnels.values()]
     subjects += [session_subject(s.name) for s in desired.sessions.values()]
     result = Result(writes=writes)
@@ -529,7 +547,7 @@ def _results(
     desired: Desired,
     observed: Observed,
     plan: Plan,
-    failures: dict[str, str],
+    failures: dict[str, Failure],
     retrying: dict[str, str] | None = None,
 ) -> dict[str, ObjectResult]:
     findings: dict[str, Finding] = {}
@@ -538,21 +556,20 @@ def _results(
     busy = {a.subject for a in plan.actions} | plan.pending
     out: dict[str, ObjectResult] = {}
 
-    def verdict(subject: str, exists: bool) -> tuple[bool, str, str]:
+    def verdict(subject: str, exists: bool) -> tuple[bool, Reason, str]:
         if subject in failures:
             failure = failures[subject]
-            reason = "KernelUnsupported" if "KernelUnsupported" in failure else "KernelError"
-            return False, reason, failure
+            return False, failure.reason, failure.message
         if subject in findings:
             return False, findings[subject].reason, findings[subject].message
         if subject in busy or not exists:
             last = (retrying or {}).get(subject)
             return (
                 False,
-                "Progressing",
+                Reason.PROGRESSING,
                 f"not converged yet (retrying: {last})" if last else ("not converged yet"),
             )
-        return True, "Programmed", "programmed in the kernel"
+        return True, Reason.PROGRAMMED, "programmed in the kernel"
 
     failed_tunnels = set()
     for tid, t in desired.tunnels.items():
@@ -567,7 +584,7 @@ def _results(
         ready, reason, message = verdict(subject, have is not None)
         if not ready and s.tunnel in failed_tunnels and subject not in failures:
             tunnel_result = out[tunnel_subject(s.tunnel)]
-            reason, message = "TunnelNotReady", f"tunnel {s.tunnel}: {tunnel_result.message}"
+            reason, message = Reason.TUNNEL_NOT_READY, f"tunnel {s.tunnel}: {tunnel_result.message}"
         ifname = have.config.ifname or "" if have else ""
         link = observed.links.get(ifname)
         out[subject] = ObjectResult(

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kube_l2tp.api.model import Tunnel
 from kube_l2tp.api.overhead import DEFAULT_ESP_AEAD, ESP_AEADS, EspAead
+from kube_l2tp.api.reasons import Reason
 
 AF_INET = 2
 AF_INET6 = 10
@@ -54,7 +55,7 @@ Dir = Literal["in", "out"]
 class XfrmConfigError(ValueError):
     """Bad encryption input, caught before anything is applied. ``reason`` is a condition reason."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -65,7 +66,7 @@ def aead(name: str) -> EspAead:
     except KeyError:
         allowed = ", ".join(sorted(ESP_AEADS))
         raise XfrmConfigError(
-            "UnknownAlgorithm", f"encryption.algorithm {name!r} is not one of: {allowed}"
+            Reason.UNKNOWN_ALGORITHM, f"encryption.algorithm {name!r} is not one of: {allowed}"
         ) from None
 
 
@@ -74,7 +75,7 @@ def check_secret(secret: bytes, alg: EspAead) -> None:
     least = max(MIN_SECRET_BYTES, alg.cipher_key)
     if not least <= len(secret) <= MAX_SECRET_BYTES:
         raise XfrmConfigError(
-            "InvalidKey",
+            Reason.INVALID_KEY,
             f"the encryption secret has {len(secret)} bytes; {alg.name} needs {least} to"
             f" {MAX_SECRET_BYTES} random bytes (e.g. head -c 32 /dev/urandom)",
         )
@@ -164,7 +165,9 @@ def derive(secret: bytes, flow: Flow, key_id: int, alg: EspAead) -> SaKey:
 def derive_spi(flow: Flow, key_id: int, alg: EspAead) -> int:
     """The SPI of ``flow`` for ``key_id``: from public inputs only (see :func:`derive`)."""
     if not 0 <= key_id <= MAX_KEY_ID:
-        raise XfrmConfigError("InvalidKey", f"encryption.keyID {key_id} is not in 0..{MAX_KEY_ID}")
+        raise XfrmConfigError(
+            Reason.INVALID_KEY, f"encryption.keyID {key_id} is not in 0..{MAX_KEY_ID}"
+        )
     raw = int.from_bytes(_hkdf(KDF_LABEL, b"spi", flow, key_id, alg, 4), "big")
     return MIN_SPI + raw % (0x1_0000_0000 - MIN_SPI)
 

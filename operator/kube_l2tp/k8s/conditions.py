@@ -6,15 +6,16 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.core.liveness import NO_SAMPLES, Liveness, PeerVerdict
 
 READY = "Ready"
 # Peer liveness of a session, separate from Ready (programmed): True while packets arrive, False
 # when we send and nothing comes back for a whole window, Unknown before there is evidence.
 PEER_ACTIVE = "PeerActive"
-PEER_REASONS = {Liveness.ACTIVE: "PeerActive", Liveness.SILENT: "PeerSilent"}
-AWAITING_TRAFFIC = "AwaitingTraffic"
-NOT_PROGRAMMED = "NotProgrammed"
+PEER_REASONS = {Liveness.ACTIVE: Reason.PEER_ACTIVE, Liveness.SILENT: Reason.PEER_SILENT}
+AWAITING_TRAFFIC = Reason.AWAITING_TRAFFIC
+NOT_PROGRAMMED = Reason.NOT_PROGRAMMED
 Status = Literal["True", "False", "Unknown"]
 
 
@@ -26,16 +27,17 @@ def now() -> str:
 def condition(
     type_: str,
     status: Status,
-    reason: str,
+    reason: Reason,
     message: str = "",
     observed_generation: int | None = None,
     last_transition_time: str | None = None,
 ) -> dict[str, Any]:
-    """One condition with every field metav1.Condition requires."""
+    """One condition with every field metav1.Condition requires (plain strings: the dict is
+    what the API server gets)."""
     cond: dict[str, Any] = {
         "type": type_,
         "status": status,
-        "reason": reason,
+        "reason": str(reason),
         "message": message,
         "lastTransitionTime": last_transition_time or now(),
     }

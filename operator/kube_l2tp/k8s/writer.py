@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kube_l2tp.api.crd import GROUP, VERSION
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.k8s import conditions
 from kube_l2tp.k8s.finalizers import node_finalizer
 
@@ -144,7 +145,7 @@ class Writer:
         return written
 
     def event(
-        self, kind: str, obj: dict[str, Any], reason: str, message: str, warning: bool
+        self, kind: str, obj: dict[str, Any], reason: Reason, message: str, warning: bool
     ) -> None:
         meta = obj["metadata"]
         body = client.CoreV1Event(
@@ -152,7 +153,7 @@ class Writer:
             involved_object=client.V1ObjectReference(
                 api_version=f"{GROUP}/{VERSION}", kind=kind, name=meta["name"], uid=meta.get("uid")
             ),
-            reason=reason,
+            reason=str(reason),
             message=message[:1024],
             type="Warning" if warning else "Normal",
             source=client.V1EventSource(component="kube-l2tp-agent", host=self.node),

@@ -9,10 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kube_l2tp.core.reconcile import Result
+from kube_l2tp.core.triggers import Trigger
 from kube_l2tp.metrics import process
-
-# Reconciles not caused by a change of the declared state: their writes repair drift.
-DRIFT_TRIGGERS = frozenset({"kernel event", "periodic resync"})
 
 METRIC_NAMES = (
     frozenset(
@@ -95,11 +93,11 @@ class AgentMetrics:
         """For the Kubernetes layer; never called standalone, so the series stays absent."""
         self.api_connected.labels(self.node).set(1 if connected else 0)
 
-    def observe(self, result: Result, seconds: float, trigger: str = "") -> None:
-        """One reconcile; ``trigger`` is the agent's reason for it (see DRIFT_TRIGGERS)."""
+    def observe(self, result: Result, seconds: float, trigger: Trigger = Trigger.START) -> None:
+        """One reconcile; ``trigger`` is why the agent ran it (Trigger.repairs_drift)."""
         self.reconciles.inc()
         self.ready.set(1)
-        if trigger in DRIFT_TRIGGERS:
+        if trigger.repairs_drift:
             self.drift_repairs.inc(result.writes)
         self.duration.observe(seconds)
         self.writes.inc(result.writes)
