@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import ClassVar
 
 from kube_l2tp.api.model import Bridge
 from kube_l2tp.api.reasons import Reason
@@ -48,32 +49,172 @@ class Op(IntEnum):
     ADD_ADDRESS = 13
 
 
-@dataclass(frozen=True)
-class Action:
-    op: Op
+SessionKey = tuple[int, int]
+"""(tunnel id, session id); (tunnel id, 0) for a tunnel, as Owned.deleting records them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Write:
+    """What every kernel write carries. ``why`` is text for people (logs, status messages):
+    nothing reads it back; what a write makes or removes is in its typed fields."""
+
+    op: ClassVar[Op]
     subject: str  # "L2TPTunnel/site-a": whose result a failure belongs to
     why: str
     depends: str = ""  # skip when this subject already failed (a session on its tunnel)
-    tunnel: TunnelConfig | None = None
-    session: SessionConfig | None = None
-    tunnel_id: int = 0
-    session_id: int = 0
-    ifname: str = ""
-    up: bool | None = None
-    mtu: int | None = None
-    addr_gen_mode: str | None = None  # SET_LINK: set first, before the link goes up
-    qdisc: str | None = None  # SET_LINK: the root qdisc, also before the link goes up
-    address: Address | None = None
-    master: str | None = None
-    parent: str = ""
-    vlan_id: int = 0
-    links: tuple[str, ...] = ()  # a delete: the session devices that go with it (asynchronously)
+
+    def target(self) -> str:
+        raise NotImplementedError
 
     def describe(self) -> str:
-        target = self.ifname or (
-            f"tunnel {self.tunnel_id}" + (f" session {self.session_id}" if self.session_id else "")
-        )
-        return f"{self.op.name.lower()} {target}: {self.why}"
+        return f"{self.op.name.lower()} {self.target()}: {self.why}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _OnLink(_Write):
+    ifname: str
+
+    def target(self) -> str:
+        return self.ifname
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteTunnel(_Write):
+    """Deletes an owned tunnel; the kernel removes its sessions and their devices with it."""
+
+    op = Op.DELETE_TUNNEL
+    tunnel_id: int
+    links: tuple[str, ...] = ()  # the session devices that go with it (asynchronously)
+
+    @property
+    def key(self) -> SessionKey:
+        return (self.tunnel_id, 0)
+
+    def target(self) -> str:
+        return f"tunnel {self.tunnel_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteSession(_Write):
+    op = Op.DELETE_SESSION
+    key: SessionKey
+    links: tuple[str, ...] = ()  # its device, when it is the agent's (asynchronously)
+
+    def target(self) -> str:
+        return f"tunnel {self.key[0]} session {self.key[1]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteLink(_OnLink):
+    """Deletes an owned bridge or VLAN."""
+
+    op = Op.DELETE_LINK
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleasePort(_OnLink):
+    """Takes a link out of its bridge: a host port the agent enslaved, or a session device."""
+
+    op = Op.RELEASE_PORT
+
+
+@dataclass(frozen=True, kw_only=True)
+class DelAddress(_OnLink):
+    op = Op.DEL_ADDRESS
+    address: Address
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateTunnel(_Write):
+    op = Op.CREATE_TUNNEL
+    config: TunnelConfig
+
+    @property
+    def tunnel_id(self) -> int:
+        return self.config.tunnel_id
+
+    def target(self) -> str:
+        return f"tunnel {self.tunnel_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _OnSession(_Write):
+    config: SessionConfig
+
+    @property
+    def key(self) -> SessionKey:
+        return (self.config.tunnel_id, self.config.session_id)
+
+    def target(self) -> str:
+        return f"tunnel {self.key[0]} session {self.key[1]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateSession(_OnSession):
+    op = Op.CREATE_SESSION
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModifySession(_OnSession):
+    """Sets sequencing in place (the only fields L2TP_CMD_SESSION_MODIFY changes)."""
+
+    op = Op.MODIFY_SESSION
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateBridge(_OnLink):
+    op = Op.CREATE_BRIDGE
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateVlan(_OnLink):
+    op = Op.CREATE_VLAN
+    parent: str
+    vlan_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetLink(_OnLink):
+    op = Op.SET_LINK
+    up: bool
+    mtu: int | None = None  # None: left as it is
+    addr_gen_mode: str | None = None  # set first, before the link goes up
+    qdisc: str | None = None  # the root qdisc, also before the link goes up
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetMaster(_OnLink):
+    """Puts a link into a bridge. ``host_port``: a host interface the user listed in
+    bridge.ports, which the agent then owns as a port (and releases when no longer declared);
+    otherwise a link the agent made (a session device, a VLAN)."""
+
+    op = Op.SET_MASTER
+    master: str
+    host_port: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddAddress(_OnLink):
+    op = Op.ADD_ADDRESS
+    address: Address
+
+
+Action = (
+    DeleteTunnel
+    | DeleteSession
+    | DeleteLink
+    | ReleasePort
+    | DelAddress
+    | CreateTunnel
+    | CreateSession
+    | ModifySession
+    | CreateBridge
+    | CreateVlan
+    | SetLink
+    | SetMaster
+    | AddAddress
+)
+"""A kernel write of a plan, applied in the order of its ``op``."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +259,8 @@ class Plan:
     # subject -> what the kernel changed that the agent deliberately leaves (shown, not failed)
     notes: dict[str, str] = field(default_factory=dict)
 
-    def add(self, op: Op, subject: str, why: str, **kw: object) -> None:
-        self.actions.append(Action(op, subject, why, **kw))  # type: ignore[arg-type]
+    def add(self, action: Action) -> None:
+        self.actions.append(action)
 
     def ordered(self) -> list[Action]:
         return sorted(self.actions, key=lambda a: a.op)  # stable: keeps per-op order
@@ -185,11 +326,12 @@ def _tunnels(plan: Plan, desired: Desired, observed: Observed, owned: Owned) -> 
         have = observed.tunnels.get(tid)
         if have is not None and (tid, 0) not in owned.deleting:
             plan.add(
-                Op.DELETE_TUNNEL,
-                f"tunnel {tid}",
-                "no longer declared",
-                tunnel_id=tid,
-                links=tuple(devices.get(tid, ())),
+                DeleteTunnel(
+                    subject=f"tunnel {tid}",
+                    why="no longer declared",
+                    tunnel_id=tid,
+                    links=tuple(devices.get(tid, ())),
+                )
             )
         if have is not None:
             going.add(_udp_socket(have.config))
@@ -203,7 +345,7 @@ def _tunnels(plan: Plan, desired: Desired, observed: Observed, owned: Owned) -> 
             plan.pending.add(subject)  # its local address and port are still being released
         elif have is None:
             why = "missing (deleted outside the agent)" if tid in owned.tunnels else "declared"
-            plan.add(Op.CREATE_TUNNEL, subject, why, tunnel=want.config, tunnel_id=tid)
+            plan.add(CreateTunnel(subject=subject, why=why, config=want.config))
             live.add(tid)
         elif tid not in owned.tunnels:
             plan.findings.append(
@@ -217,11 +359,12 @@ def _tunnels(plan: Plan, desired: Desired, observed: Observed, owned: Owned) -> 
             )
         elif changed := tunnel_changes(want.config, have.config):
             plan.add(
-                Op.DELETE_TUNNEL,
-                subject,
-                f"replace: {', '.join(changed)} changed",
-                tunnel_id=tid,
-                links=tuple(devices.get(tid, ())),
+                DeleteTunnel(
+                    subject=subject,
+                    why=f"replace: {', '.join(changed)} changed",
+                    tunnel_id=tid,
+                    links=tuple(devices.get(tid, ())),
+                )
             )
             plan.pending.add(subject)
         else:
@@ -234,7 +377,7 @@ def _sessions(
 ) -> dict[tuple[int, int], tuple[str, ObservedLink | None]]:
     """Session deletes/creates/modifies; returns sessions whose link can be planned now."""
     links: dict[tuple[int, int], tuple[str, ObservedLink | None]] = {}
-    gone = {a.tunnel_id for a in plan.actions if a.op is Op.DELETE_TUNNEL}
+    gone = {a.tunnel_id for a in plan.actions if isinstance(a, DeleteTunnel)}
     gone |= {t for t, s in owned.deleting if s == 0}
     session_links: dict[str, list[tuple[int, int]]] = {}  # device name -> sessions naming it
     for k, s in observed.sessions.items():
@@ -245,12 +388,12 @@ def _sessions(
             device = observed.sessions[key].config.ifname or ""
             own = _own_device(device, key, observed, owned, session_links)
             plan.add(
-                Op.DELETE_SESSION,
-                f"session {key[0]}/{key[1]}",
-                "no longer declared",
-                tunnel_id=key[0],
-                session_id=key[1],
-                links=(device,) if own else (),
+                DeleteSession(
+                    subject=f"session {key[0]}/{key[1]}",
+                    why="no longer declared",
+                    key=key,
+                    links=(device,) if own else (),
+                )
             )
     for key, want in sorted(desired.sessions.items()):
         subject = session_subject(want.name)
@@ -300,15 +443,7 @@ def _sessions(
                 )
                 continue
             why = "missing (deleted outside the agent)" if key in owned.sessions else "declared"
-            plan.add(
-                Op.CREATE_SESSION,
-                subject,
-                why,
-                depends=depends,
-                session=want.config,
-                tunnel_id=key[0],
-                session_id=key[1],
-            )
+            plan.add(CreateSession(subject=subject, why=why, depends=depends, config=want.config))
             if name:
                 links[key] = (name, None)  # a fresh link: planned right away
             else:
@@ -325,12 +460,12 @@ def _sessions(
             changed.append("interface deleted or renamed outside the agent")
         if changed:
             plan.add(
-                Op.DELETE_SESSION,
-                subject,
-                f"replace: {', '.join(changed)} changed",
-                tunnel_id=key[0],
-                session_id=key[1],
-                links=(ifname,) if own else (),
+                DeleteSession(
+                    subject=subject,
+                    why=f"replace: {', '.join(changed)} changed",
+                    key=key,
+                    links=(ifname,) if own else (),
+                )
             )
             plan.pending.add(subject)
             continue
@@ -341,14 +476,7 @@ def _sessions(
                 " the peer to number its frames, or declare sequencing none or recv"
             )
         elif _seq_differs(want.config, have.config, owned.seq.get(key)):
-            plan.add(
-                Op.MODIFY_SESSION,
-                subject,
-                "sequencing changed",
-                session=want.config,
-                tunnel_id=key[0],
-                session_id=key[1],
-            )
+            plan.add(ModifySession(subject=subject, why="sequencing changed", config=want.config))
         links[key] = (ifname, observed.links.get(ifname))
     return links
 
@@ -453,13 +581,13 @@ def _links(
             have_port = observed.links.get(port)
             master = observed.link_name(have_port.master_index) if have_port else None
             if master == bridge_name:
-                plan.add(Op.RELEASE_PORT, f"port {port}", "no longer declared", ifname=port)
+                plan.add(ReleasePort(subject=f"port {port}", why="no longer declared", ifname=port))
     for name in sorted(owned.vlans - wanted_vlans):
         if name in observed.links:
-            plan.add(Op.DELETE_LINK, f"vlan {name}", "no longer declared", ifname=name)
+            plan.add(DeleteLink(subject=f"vlan {name}", why="no longer declared", ifname=name))
     for name in sorted(owned.bridges - wanted_bridges.keys()):
         if name in observed.links:
-            plan.add(Op.DELETE_LINK, f"bridge {name}", "no longer declared", ifname=name)
+            plan.add(DeleteLink(subject=f"bridge {name}", why="no longer declared", ifname=name))
     for ifname, addrs in sorted(owned.addresses.items()):
         have = observed.links.get(ifname)
         if have is None:
@@ -467,11 +595,12 @@ def _links(
         for addr in sorted(addrs - wanted_addresses.get(ifname, set()), key=str):
             if addr in have.addresses:
                 plan.add(
-                    Op.DEL_ADDRESS,
-                    f"address {addr.address}",
-                    "no longer declared",
-                    ifname=ifname,
-                    address=addr,
+                    DelAddress(
+                        subject=f"address {addr.address}",
+                        why="no longer declared",
+                        ifname=ifname,
+                        address=addr,
+                    )
                 )
 
 
@@ -494,21 +623,22 @@ def _session_link(
     qdisc_ok = want.qdisc is None or (have is not None and have.qdisc in ("noop", want.qdisc))
     if up != want.up or not mtu_ok or not mode_ok or not qdisc_ok:
         plan.add(
-            Op.SET_LINK,
-            subject,
-            "interface state",
-            ifname=ifname,
-            up=want.up,
-            mtu=None if mtu_ok else want.mtu,
-            addr_gen_mode=None if mode_ok else want.addr_gen_mode,
-            qdisc=want.qdisc if not qdisc_ok or (want.up and not up) else None,
+            SetLink(
+                subject=subject,
+                why="interface state",
+                ifname=ifname,
+                up=want.up,
+                mtu=None if mtu_ok else want.mtu,
+                addr_gen_mode=None if mode_ok else want.addr_gen_mode,
+                qdisc=want.qdisc if not qdisc_ok or (want.up and not up) else None,
+            )
         )
     present = set(have.addresses) if have else set()
     for addr in want.addresses:
         if addr not in present:
-            plan.add(Op.ADD_ADDRESS, subject, "declared", ifname=ifname, address=addr)
+            plan.add(AddAddress(subject=subject, why="declared", ifname=ifname, address=addr))
     if have is not None and not want.bridge and have.master_index is not None:
-        plan.add(Op.RELEASE_PORT, subject, "no bridge declared", ifname=ifname)
+        plan.add(ReleasePort(subject=subject, why="no bridge declared", ifname=ifname))
 
 
 def _vlan(
@@ -522,8 +652,10 @@ def _vlan(
 ) -> None:
     have = observed.links.get(name)
     if have is None:
-        plan.add(Op.CREATE_VLAN, subject, "declared", ifname=name, parent=parent, vlan_id=vlan_id)
-        plan.add(Op.SET_LINK, subject, "VLAN up", ifname=name, up=True)
+        plan.add(
+            CreateVlan(subject=subject, why="declared", ifname=name, parent=parent, vlan_id=vlan_id)
+        )
+        plan.add(SetLink(subject=subject, why="VLAN up", ifname=name, up=True))
         return
     if name not in owned.vlans:
         plan.findings.append(
@@ -537,19 +669,19 @@ def _vlan(
         return
     parent_link = observed.links.get(parent)
     if have.vlan_id != vlan_id or (parent_link and have.parent_index != parent_link.index):
-        plan.add(Op.DELETE_LINK, subject, "replace: VLAN id or parent changed", ifname=name)
+        plan.add(DeleteLink(subject=subject, why="replace: VLAN id or parent changed", ifname=name))
         plan.pending.add(subject)
     elif not have.up:
-        plan.add(Op.SET_LINK, subject, "VLAN up", ifname=name, up=True)
+        plan.add(SetLink(subject=subject, why="VLAN up", ifname=name, up=True))
 
 
 def _bridge(plan: Plan, subject: str, bridge: Bridge, observed: Observed, owned: Owned) -> None:
-    if any(a.op is Op.CREATE_BRIDGE and a.ifname == bridge.name for a in plan.actions):
+    if any(isinstance(a, CreateBridge) and a.ifname == bridge.name for a in plan.actions):
         return
     have = observed.links.get(bridge.name)
     if have is None:
-        plan.add(Op.CREATE_BRIDGE, subject, "declared", ifname=bridge.name)
-        plan.add(Op.SET_LINK, subject, "bridge up", ifname=bridge.name, up=True)
+        plan.add(CreateBridge(subject=subject, why="declared", ifname=bridge.name))
+        plan.add(SetLink(subject=subject, why="bridge up", ifname=bridge.name, up=True))
     elif have.kind != "bridge":
         plan.findings.append(
             Finding(
@@ -560,14 +692,14 @@ def _bridge(plan: Plan, subject: str, bridge: Bridge, observed: Observed, owned:
             )
         )
     elif bridge.name in owned.bridges and not have.up:
-        plan.add(Op.SET_LINK, subject, "bridge up", ifname=bridge.name, up=True)
+        plan.add(SetLink(subject=subject, why="bridge up", ifname=bridge.name, up=True))
 
 
 def _enslave(plan: Plan, subject: str, port: str, bridge: str, observed: Observed) -> None:
     have = observed.links.get(port)
     if have is not None and observed.link_name(have.master_index) == bridge:
         return
-    plan.add(Op.SET_MASTER, subject, f"attach to {bridge}", ifname=port, master=bridge)
+    plan.add(SetMaster(subject=subject, why=f"attach to {bridge}", ifname=port, master=bridge))
 
 
 def _host_port(
@@ -597,4 +729,12 @@ def _host_port(
             )
         )
         return
-    plan.add(Op.SET_MASTER, subject, f"host port into {bridge}", ifname=port, master=bridge)
+    plan.add(
+        SetMaster(
+            subject=subject,
+            why=f"host port into {bridge}",
+            ifname=port,
+            master=bridge,
+            host_port=True,
+        )
+    )

@@ -17,10 +17,22 @@ from kube_l2tp.api.reasons import Reason
 from kube_l2tp.core.desired import Desired, Owned
 from kube_l2tp.core.plan import (
     Action,
+    AddAddress,
+    CreateBridge,
+    CreateSession,
+    CreateTunnel,
+    CreateVlan,
+    DelAddress,
+    DeleteLink,
+    DeleteSession,
+    DeleteTunnel,
     Finding,
+    ModifySession,
     Observed,
-    Op,
     Plan,
+    ReleasePort,
+    SetLink,
+    SetMaster,
     make_plan,
     session_subject,
     tunnel_subject,
@@ -216,47 +228,70 @@ def _track_ifindex(owned: Owned, observed: Observed) -> bool:
     return changed
 
 
-def _record(owned: Owned, action: Action) -> Callable[[], None]:
-    """Mark what a create/attach makes ours; returns what puts the record back as it was.
+def _record(owned: Owned, action: Action) -> Callable[[], None] | None:
+    """Mark what a create or attach makes ours; returns what puts the record back as it was
+    (None: the action makes nothing ours).
 
     Undoing restores, never removes, what was owned before: a create of an owned object that
     fails (EEXIST: a dump that skipped it) must not disown it.
     """
-    tid_sid = (action.tunnel_id, action.session_id)
-    before = (
-        action.tunnel_id in owned.tunnels,
-        tid_sid in owned.sessions,
-        owned.seq.get(tid_sid),
-        owned.l2spec.get(tid_sid),
-        action.ifname in owned.bridges,
-        action.ifname in owned.vlans,
-        owned.ports.get(action.ifname),
-        action.address in owned.addresses.get(action.ifname, ()),
-        owned.ifindex.get(action.ifname),
-    )
-    _mark(owned, action)
+    match action:
+        case CreateTunnel(tunnel_id=tid):
+            had = tid in owned.tunnels
+            owned.tunnels.add(tid)
 
-    def undo() -> None:
-        had_tunnel, had_session, seq, l2spec, bridge, vlan, port, addr, index = before
-        op = action.op
-        if op is Op.CREATE_TUNNEL and not had_tunnel:
-            owned.tunnels.discard(action.tunnel_id)
-        if op is Op.CREATE_SESSION and not had_session:
-            owned.sessions.discard(tid_sid)
-        if op in (Op.CREATE_SESSION, Op.MODIFY_SESSION):
-            _put(owned.seq, tid_sid, seq)
-            _put(owned.l2spec, tid_sid, l2spec)
-        if op is Op.CREATE_BRIDGE and not bridge:
-            owned.bridges.discard(action.ifname)
-        if op is Op.CREATE_VLAN and not vlan:
-            owned.vlans.discard(action.ifname)
-        if op in (Op.CREATE_BRIDGE, Op.CREATE_VLAN):
-            _put(owned.ifindex, action.ifname, index)
-        if op is Op.SET_MASTER and action.why.startswith("host port"):
-            _put(owned.ports, action.ifname, port)
-        if op is Op.ADD_ADDRESS and action.address is not None and not addr:
-            owned.addresses.get(action.ifname, set()).discard(action.address)
+            def undo() -> None:
+                if not had:
+                    owned.tunnels.discard(tid)
 
+        case CreateSession(key=key, config=cfg):
+            had, seq, l2spec = key in owned.sessions, owned.seq.get(key), owned.l2spec.get(key)
+            owned.sessions.add(key)
+            owned.ifindex.pop(cfg.ifname or "", None)  # recorded when first seen
+            owned.l2spec[key] = cfg.l2spec_type
+            owned.seq[key] = (cfg.send_seq, cfg.recv_seq)
+
+            def undo() -> None:
+                if not had:
+                    owned.sessions.discard(key)
+                _put(owned.seq, key, seq)
+                _put(owned.l2spec, key, l2spec)
+
+        case ModifySession(key=key, config=cfg):
+            seq = owned.seq.get(key)
+            owned.seq[key] = (cfg.send_seq, cfg.recv_seq)
+
+            def undo() -> None:
+                _put(owned.seq, key, seq)
+
+        case CreateBridge(ifname=name) | CreateVlan(ifname=name):
+            record = owned.bridges if isinstance(action, CreateBridge) else owned.vlans
+            had, index = name in record, owned.ifindex.get(name)
+            record.add(name)
+            owned.ifindex.pop(name, None)  # a new link: its index is recorded when seen
+
+            def undo() -> None:
+                if not had:
+                    record.discard(name)
+                _put(owned.ifindex, name, index)
+
+        case SetMaster(ifname=name, master=master, host_port=True):
+            port = owned.ports.get(name)
+            owned.ports[name] = master
+
+            def undo() -> None:
+                _put(owned.ports, name, port)
+
+        case AddAddress(ifname=name, address=address):
+            had = address in owned.addresses.get(name, ())
+            owned.addresses.setdefault(name, set()).add(address)
+
+            def undo() -> None:
+                if not had:
+                    owned.addresses.get(name, set()).discard(address)
+
+        case _:
+            return None
     return undo
 
 
@@ -267,47 +302,26 @@ def _put(record: dict[Any, Any], key: object, value: object) -> None:
         record[key] = value
 
 
-def _mark(owned: Owned, action: Action) -> None:
-    op = action.op
-    key = (action.tunnel_id, action.session_id)
-    if op is Op.CREATE_TUNNEL:
-        owned.tunnels.add(action.tunnel_id)
-    elif op in (Op.CREATE_SESSION, Op.MODIFY_SESSION) and action.session is not None:
-        if op is Op.CREATE_SESSION:
-            owned.sessions.add(key)
-            owned.ifindex.pop(action.session.ifname or "", None)  # recorded when first seen
-            owned.l2spec[key] = action.session.l2spec_type
-        owned.seq[key] = (action.session.send_seq, action.session.recv_seq)
-    elif op is Op.CREATE_BRIDGE:
-        owned.bridges.add(action.ifname)
-        owned.ifindex.pop(action.ifname, None)  # a new link: its index is recorded when seen
-    elif op is Op.CREATE_VLAN:
-        owned.vlans.add(action.ifname)
-        owned.ifindex.pop(action.ifname, None)
-    elif op is Op.SET_MASTER and action.why.startswith("host port"):
-        owned.ports[action.ifname] = action.master or ""
-    elif op is Op.ADD_ADDRESS and action.address is not None:
-        owned.addresses.setdefault(action.ifname, set()).add(action.address)
-
-
 def _forget(owned: Owned, action: Action) -> None:
     """After a successful delete/release. A deleted tunnel or session stays owned, marked as
     going away, until the kernel stops reporting it (forget_gone): only then is its id free."""
-    owned.deleting_links.update(action.links)
-    if action.op is Op.DELETE_TUNNEL:  # its sessions' seq/l2spec records: _forget_sessions_of
-        owned.deleting.add((action.tunnel_id, 0))
-    elif action.op is Op.DELETE_SESSION:
-        owned.deleting.add((action.tunnel_id, action.session_id))
-        owned.seq.pop((action.tunnel_id, action.session_id), None)
-        owned.l2spec.pop((action.tunnel_id, action.session_id), None)
-    elif action.op is Op.DELETE_LINK:
-        owned.bridges.discard(action.ifname)
-        owned.vlans.discard(action.ifname)
-        owned.addresses.pop(action.ifname, None)
-    elif action.op is Op.RELEASE_PORT:
-        owned.ports.pop(action.ifname, None)
-    elif action.op is Op.DEL_ADDRESS and action.address is not None:
-        owned.addresses.get(action.ifname, set()).discard(action.address)
+    match action:
+        case DeleteTunnel():  # its sessions' seq/l2spec records: _forget_sessions_of
+            owned.deleting_links.update(action.links)
+            owned.deleting.add(action.key)
+        case DeleteSession(key=key):
+            owned.deleting_links.update(action.links)
+            owned.deleting.add(key)
+            owned.seq.pop(key, None)
+            owned.l2spec.pop(key, None)
+        case DeleteLink(ifname=name):
+            owned.bridges.discard(name)
+            owned.vlans.discard(name)
+            owned.addresses.pop(name, None)
+        case ReleasePort(ifname=name):
+            owned.ports.pop(name, None)
+        case DelAddress(ifname=name, address=address):
+            owned.addresses.get(name, set()).discard(address)
 
 
 def _forget_sessions_of(owned: Owned, tunnels: set[int]) -> None:
@@ -319,42 +333,32 @@ def _forget_sessions_of(owned: Owned, tunnels: set[int]) -> None:
 
 
 def _execute(kernel: KernelPort, a: Action) -> None:
-    match a.op:
-        case Op.DELETE_TUNNEL:
+    match a:
+        case DeleteTunnel():
             kernel.delete_tunnel(a.tunnel_id)
-        case Op.DELETE_SESSION:
-            kernel.delete_session(a.tunnel_id, a.session_id)
-        case Op.DELETE_LINK:
+        case DeleteSession(key=(tid, sid)):
+            kernel.delete_session(tid, sid)
+        case DeleteLink():
             kernel.delete_link(a.ifname)
-        case Op.RELEASE_PORT:
+        case ReleasePort():
             kernel.set_master(a.ifname, None)
-        case Op.DEL_ADDRESS:
-            assert a.address is not None
+        case DelAddress():
             kernel.del_address(a.ifname, a.address)
-        case Op.CREATE_TUNNEL:
-            assert a.tunnel is not None
-            kernel.create_tunnel(a.tunnel)
-        case Op.CREATE_SESSION:
-            assert a.session is not None
-            kernel.create_session(a.session)
-        case Op.MODIFY_SESSION:
-            assert a.session is not None
-            kernel.modify_session(
-                a.tunnel_id,
-                a.session_id,
-                send_seq=a.session.send_seq,
-                recv_seq=a.session.recv_seq,
-            )
-        case Op.CREATE_BRIDGE:
+        case CreateTunnel():
+            kernel.create_tunnel(a.config)
+        case CreateSession():
+            kernel.create_session(a.config)
+        case ModifySession(key=(tid, sid), config=cfg):
+            kernel.modify_session(tid, sid, send_seq=cfg.send_seq, recv_seq=cfg.recv_seq)
+        case CreateBridge():
             kernel.create_bridge(a.ifname)
-        case Op.CREATE_VLAN:
+        case CreateVlan():
             kernel.create_vlan(a.ifname, a.parent, a.vlan_id)
-        case Op.SET_MASTER:
+        case SetMaster():
             kernel.set_master(a.ifname, a.master)
-        case Op.ADD_ADDRESS:
-            assert a.address is not None
+        case AddAddress():
             kernel.add_address(a.ifname, a.address)
-        case Op.SET_LINK:
+        case SetLink():
             # Before up: the kernel makes the link-local address and default qdisc at up.
             if a.qdisc is not None:
                 kernel.set_qdisc(a.ifname, a.qdisc)
@@ -363,16 +367,9 @@ def _execute(kernel: KernelPort, a: Action) -> None:
             kernel.set_link(a.ifname, up=a.up, mtu=a.mtu)
 
 
-_CREATES = {Op.CREATE_TUNNEL, Op.CREATE_SESSION, Op.CREATE_BRIDGE, Op.CREATE_VLAN}
+_CREATES = (CreateTunnel, CreateSession, CreateBridge, CreateVlan)
 # writes to, or under, an object the round's dump showed
-_BUILDS_ON = {
-    Op.CREATE_SESSION,
-    Op.MODIFY_SESSION,
-    Op.CREATE_VLAN,
-    Op.SET_LINK,
-    Op.SET_MASTER,
-    Op.ADD_ADDRESS,
-}
+_BUILDS_ON = (CreateSession, ModifySession, CreateVlan, SetLink, SetMaster, AddAddress)
 
 
 def apply(
@@ -391,8 +388,8 @@ def apply(
     actions = plan.ordered()
     undo: dict[int, Callable[[], None]] = {}
     for i, action in enumerate(actions):
-        if action.op in _CREATES or action.op in (Op.SET_MASTER, Op.ADD_ADDRESS, Op.MODIFY_SESSION):
-            undo[i] = _record(owned, action)
+        if (restore := _record(owned, action)) is not None:
+            undo[i] = restore
     save(owned)
     failed: set[str] = set()
     retry: dict[str, str] = {}
@@ -407,15 +404,15 @@ def apply(
             _execute(kernel, action)
             writes += 1
             _forget(owned, action)
-            if action.op in (Op.DELETE_TUNNEL, Op.DELETE_SESSION):
-                deleted.add((action.tunnel_id, action.session_id))
-            if action.op is Op.DELETE_TUNNEL:
+            if isinstance(action, DeleteTunnel | DeleteSession):
+                deleted.add(action.key)
+            if isinstance(action, DeleteTunnel):
                 tunnels_deleted.add(action.tunnel_id)
         except KernelError as exc:
             writes += 1
             undo.get(i, _nothing)()
             failed.add(action.subject)
-            if _transient(action, exc, owned, deleted, i in undo and _was_owned(action, owned)):
+            if _transient(action, exc, owned, deleted, _was_owned(action, owned)):
                 retry[action.subject] = f"{action.describe()}: {exc}"
             else:
                 failures[action.subject] = Failure(
@@ -440,11 +437,14 @@ def _nothing() -> None:
 
 def _was_owned(action: Action, owned: Owned) -> bool:
     """After its undo: whether the object a create failed on is (still) recorded as ours."""
-    if action.op is Op.CREATE_TUNNEL:
-        return action.tunnel_id in owned.tunnels
-    if action.op is Op.CREATE_SESSION:
-        return (action.tunnel_id, action.session_id) in owned.sessions
-    return action.ifname in owned.bridges or action.ifname in owned.vlans
+    match action:
+        case CreateTunnel(tunnel_id=tid):
+            return tid in owned.tunnels
+        case CreateSession(key=key):
+            return key in owned.sessions
+        case CreateBridge(ifname=name) | CreateVlan(ifname=name):
+            return name in owned.bridges or name in owned.vlans
+    return False
 
 
 def _transient(
@@ -460,25 +460,28 @@ def _transient(
     # What a write builds on (a session's tunnel, a link) can vanish between the round's dump
     # and the write: deleted outside the agent and still being torn down when dumped. The next
     # round's dump shows what is left, and plans from it.
-    if exc.outcome is Outcome.NOT_FOUND and action.op in _BUILDS_ON:
+    if exc.outcome is Outcome.NOT_FOUND and isinstance(action, _BUILDS_ON):
         return True
-    if action.op not in _CREATES:
+    if not isinstance(action, _CREATES):
         return False
     tunnel_deleting = any(s == 0 for _, s in deleted) or any(s == 0 for _, s in owned.deleting)
     if exc.outcome is Outcome.EXISTS:
         # An owned object a dump did not show: look again (the next observe asks by id). And
         # the kernel deletes tunnels (and, since 6.12, sessions and their devices)
         # asynchronously: re-creating what the agent just deleted can meet EEXIST for a moment.
-        just_deleted = (action.tunnel_id, 0) in deleted or (
-            action.tunnel_id,
-            action.session_id,
-        ) in deleted
-        name = action.session.ifname if action.session is not None else None
+        just_deleted, name = False, None
+        if isinstance(action, CreateTunnel):
+            just_deleted = (action.tunnel_id, 0) in deleted
+        elif isinstance(action, CreateSession):
+            just_deleted = (action.key[0], 0) in deleted or action.key in deleted
+            name = action.config.ifname
         return owned_before or just_deleted or (name is not None and name in owned.deleting_links)
     # A deleted UDP tunnel's socket is released by the kernel's delete work, after the delete
     # returned: a new tunnel id on the same local address and port meets EADDRINUSE until then.
     return (
-        exc.outcome is Outcome.ADDRESS_IN_USE and action.op is Op.CREATE_TUNNEL and tunnel_deleting
+        exc.outcome is Outcome.ADDRESS_IN_USE
+        and isinstance(action, CreateTunnel)
+        and tunnel_deleting
     )
 
 
