@@ -11,11 +11,21 @@ Time: until the last write is answered. Kernel memory: MemTotal - MemFree - Anon
 Buffers from /proc/meminfo (what the kernel holds, whoever's Python objects aside), after the
 programming less before it, over N; Slab and Percpu alone for comparison.
 
-    python tests/bench/linkcost.py [N ...]      (in the VM: make bench ARGS="--parts linkcost")
+    python tests/bench/linkcost.py [--profile] [N ...]
+
+In the VM: make bench ARGS="--parts linkcost", or scripts/vm.sh tests/bench/linkcost-in-guest.sh.
+
+With ``--profile``: instead, each way once under cProfile, its top functions by own time to
+stderr (a socket's send or recv is the kernel's time: netlink requests are handled in the
+sender's system call).
 """
 
 from __future__ import annotations
 
+import cProfile
+import io
+import pstats
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -33,6 +43,12 @@ from kube_l2tp.netlink.kernel import Kernel
 
 PORTS_PER_BRIDGE = 1000
 WAYS = ("ip -batch, kernel defaults", "agent, eui64", "agent, none", "agent, none + noqueue")
+# --profile only: the agent's order of writes made by ip and tc (each a batch), to tell the
+# kernel's share of the agent's time from its own.
+IP_WAYS = (
+    "ip, the agent's order (kernel defaults)",
+    "ip + tc, the agent's writes (none + noqueue)",
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,36 @@ def batch_commands(n: int) -> list[str]:
     return out
 
 
+def agent_order(n: int, ns: str, mode: str | None, qdisc: str | None) -> None:
+    """What the agent writes, in its order (every tunnel, every session, then each interface's
+    qdisc, addrgenmode and up, then each bridge port), by ip and tc, a batch per phase, each
+    phase timed to stderr: the kernel's share of the agent's time, phase by phase."""
+    bridges = sorted({f"br{i // PORTS_PER_BRIDGE}" for i in range(n)})
+    commands = batch_commands(n)
+    phases: list[tuple[str, str, list[str]]] = [
+        ("bridges", "ip", [f"link add {b} type bridge" for b in bridges]),
+        ("bridges up", "ip", [f"link set {b} up" for b in bridges]),
+        ("tunnels", "ip", [c for c in commands if c.startswith("l2tp add tunnel")]),
+        ("sessions", "ip", [c for c in commands if c.startswith("l2tp add session")]),
+    ]
+    if qdisc:
+        phases.append(("qdisc", "tc", [f"qdisc replace dev pw{i} root {qdisc}" for i in range(n)]))
+    if mode:
+        modes = [f"link set pw{i} addrgenmode {mode}" for i in range(n)]
+        phases.append(("addrgenmode", "ip", modes))
+    phases.append(("up", "ip", [f"link set pw{i} up mtu {MTU}" for i in range(n)]))
+    phases.append(
+        ("join", "ip", [f"link set pw{i} master br{i // PORTS_PER_BRIDGE}" for i in range(n)])
+    )
+    times = []
+    for name, tool, lines in phases:
+        start = time.perf_counter()
+        script = "".join(f"{line}\n" for line in lines)
+        subprocess.run([tool, "-n", ns, "-batch", "-"], input=script, text=True, check=True)
+        times.append(f"{name} {time.perf_counter() - start:.1f} s")
+    print(f"linkcost: phases, N={n}, {mode}, {qdisc}: {', '.join(times)}", file=sys.stderr)
+
+
 def agent(n: int, mode: str | None, qdisc: str | None, ns: str) -> None:
     desired = desired_state(bridged(n, mode, qdisc), NODE)
     owned = Owned()
@@ -120,6 +166,8 @@ def measure(way: str, n: int) -> Cost:
             WAYS[1]: partial(agent, n, "eui64", None, ns),
             WAYS[2]: partial(agent, n, None, None, ns),
             WAYS[3]: partial(agent, n, None, "noqueue", ns),
+            IP_WAYS[0]: partial(agent_order, n, ns, None, None),
+            IP_WAYS[1]: partial(agent_order, n, ns, "none", "noqueue"),
         }[way]
         before = meminfo()
         start = time.perf_counter()
@@ -177,5 +225,25 @@ def bench(sizes: list[int], repeat: int = 2) -> list[Cost]:
     return rows
 
 
+def profile(n: int) -> None:
+    for way in (WAYS[0], *IP_WAYS, WAYS[1], WAYS[3]):
+        if way not in WAYS:
+            print(f"--- {measure(way, n)}", file=sys.stderr, flush=True)
+            continue
+        profiler = cProfile.Profile()
+        cost = profiler.runcall(measure, way, n)
+        text = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text)
+        stats.sort_stats("tottime").print_stats(15)
+        stats.sort_stats("cumulative").print_stats("kube_l2tp", 25)
+        print(f"--- {cost}\n{text.getvalue()}", file=sys.stderr, flush=True)
+
+
 if __name__ == "__main__":
-    report(bench([int(a) for a in sys.argv[1:]] or [1000]))
+    args = sys.argv[1:]
+    sizes = [int(a) for a in args if a != "--profile"] or [1000]
+    if "--profile" in args:
+        for n in sizes:
+            profile(n)
+    else:
+        report(bench(sizes))
