@@ -212,11 +212,11 @@ def seconds(value: float) -> str:
     return f"{value:.2f} s" if value < 100 else f"{value:.0f} s"
 
 
-def report_kernel(rows: list[tuple[int, dict[str, float]]]) -> None:
+def report_kernel(rows: list[tuple[int, dict[str, float]]], repeat: int) -> None:
     print("## Cold programming of N tunnel+session pairs (UDP, link up, MTU 1400)\n")
     print(f"The shell loop (one `ip` process a command) runs only at N <= {LOOP_UP_TO}.\n")
     print(
-        f"The agent and `ip -batch` take turns, {REPEAT} runs each in fresh namespaces; the best"
+        f"The agent and `ip -batch` take turns, {repeat} runs each in fresh namespaces; the best"
         " of each counts, every run is listed.\n"
     )
     print(
@@ -229,7 +229,7 @@ def report_kernel(rows: list[tuple[int, dict[str, float]]]) -> None:
             f"{r['loop']:.2f} s | {r['loop'] / r['agent']:.0f}x" if "loop" in r else "not run | -"
         )
         runs = "; ".join(
-            ", ".join(f"{r[f'{way}_{i}']:.1f}" for i in range(REPEAT)) for way in ("agent", "batch")
+            ", ".join(f"{r[f'{way}_{i}']:.1f}" for i in range(repeat)) for way in ("agent", "batch")
         )
         print(
             f"| {n} | {r['agent']:.2f} s | {r['batch']:.2f} s"
@@ -428,6 +428,15 @@ def main() -> None:
     parser.add_argument("sizes", type=int, nargs="*", help=f"N (default {SIZES})")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset")
     parser.add_argument("--profile", action="store_true", help="memprofile even if target met")
+    parser.add_argument(
+        "--repeat", type=int, default=REPEAT, help="runs of each way (kernel and linkcost parts)"
+    )
+    parser.add_argument(
+        "--linkcost-ways",
+        default=",".join(str(i) for i in range(len(linkcost.WAYS))),
+        help="linkcost's ways by number: "
+        + "; ".join(f"{i} {way}" for i, way in enumerate(linkcost.WAYS)),
+    )
     parser.add_argument("--control-nodes", type=int, default=CONTROL_NODES)
     parser.add_argument("--control-sessions", type=int, default=CONTROL_SESSIONS)
     args = parser.parse_args()
@@ -443,12 +452,13 @@ def main() -> None:
     if "kernel" in parts:
         for n in sizes:
             t = time.monotonic()
-            r = bench_kernel(n, loop=n <= LOOP_UP_TO)
+            r = bench_kernel(n, loop=n <= LOOP_UP_TO, repeat=args.repeat)
             kernel_rows.append((n, r))
             log(f"N={n}: {r} ({time.monotonic() - t:.0f} s)")
     if "linkcost" in parts:
         t = time.monotonic()
-        linkcost_rows = linkcost.bench(sizes)
+        ways = [linkcost.WAYS[int(i)] for i in args.linkcost_ways.split(",")]
+        linkcost_rows = linkcost.bench(sizes, args.repeat, ways)
         log(f"linkcost: {time.monotonic() - t:.0f} s")
     if "memory" in parts:
         largest = max(sizes)
@@ -475,9 +485,9 @@ def main() -> None:
     print("=== BENCHMARKS.md ===")
     header(started, parts)
     if kernel_rows:
-        report_kernel(kernel_rows)
+        report_kernel(kernel_rows, args.repeat)
     if linkcost_rows:
-        linkcost.report(linkcost_rows)
+        linkcost.report(linkcost_rows, args.repeat)
     if memory_rows:
         report_memory(memory_rows)
     if drifted is not None:

@@ -28,6 +28,7 @@ import pstats
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -59,6 +60,7 @@ class Cost:
     kernel_kib: float  # per session
     slab_kib: float
     percpu_kib: float
+    runs: tuple[float, ...] = ()  # every run's time, in the order run (bench)
 
 
 def meminfo() -> dict[str, int]:
@@ -186,42 +188,44 @@ def measure(way: str, n: int) -> Cost:
     )
 
 
-def report(rows: list[Cost]) -> None:
+def report(rows: list[Cost], repeat: int = 2) -> None:
     print("## Kernel cost of a bridged session (interface.ipv6AddrGenMode, interface.qdisc)\n")
     print(
         "N tunnel+session pairs, each session interface up (MTU 1400) and a port of a bridge,"
         " programmed in a fresh namespace once the kernel's memory has settled. Kernel memory"
         " from /proc/meminfo (MemTotal - MemFree - AnonPages - Cached - Buffers), after less"
-        " before, per session. Each way twice (forward, then reverse order): best time, least"
-        " memory.\n"
+        f" before, per session. Each way {repeat} time(s) (forward, then reverse order): best"
+        " time, least memory; every run's time listed.\n"
     )
-    print("| N | way | time | vs ip -batch | kernel memory / session | Slab | Percpu |")
-    print("|---|---|---|---|---|---|---|")
+    print("| N | way | time | vs ip -batch | runs | kernel memory / session | Slab | Percpu |")
+    print("|---|---|---|---|---|---|---|---|")
     base = {r.n: r for r in rows if r.way == WAYS[0]}
     for r in rows:
         ratio = base[r.n].seconds / r.seconds if r.n in base else float("nan")
         print(
-            f"| {r.n} | {r.way} | {r.seconds:.1f} s | {ratio:.2f}x faster |"
+            f"| {r.n} | {r.way} | {r.seconds:.1f} s | {ratio:.2f}x faster"
+            f" | {', '.join(f'{t:.1f}' for t in r.runs)} |"
             f" {r.kernel_kib:.0f} KiB | {r.slab_kib:.0f} KiB | {r.percpu_kib:.0f} KiB |"
         )
     print()
 
 
-def bench(sizes: list[int], repeat: int = 2) -> list[Cost]:
+def bench(sizes: list[int], repeat: int = 2, ways: Sequence[str] = WAYS) -> list[Cost]:
     """Each way ``repeat`` times, in forward then reverse order (a run after a heavy one was seen
     2x slower); the best time and the smallest memory of each way count."""
     rows = []
     for n in sizes:
-        runs: dict[str, list[Cost]] = {way: [] for way in WAYS}
+        runs: dict[str, list[Cost]] = {way: [] for way in ways}
         for rep in range(repeat):
-            for way in WAYS if rep % 2 == 0 else WAYS[::-1]:
+            for way in ways if rep % 2 == 0 else ways[::-1]:
                 cost = measure(way, n)
                 print(f"linkcost: {cost}", file=sys.stderr, flush=True)
                 runs[way].append(cost)
-        for way in WAYS:
+        for way in ways:
             best = min(runs[way], key=lambda c: c.seconds)
             least = min(runs[way], key=lambda c: c.kernel_kib)
-            rows.append(replace(least, seconds=best.seconds))
+            runs_s = tuple(c.seconds for c in runs[way])
+            rows.append(replace(least, seconds=best.seconds, runs=runs_s))
     return rows
 
 
