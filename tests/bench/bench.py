@@ -432,6 +432,13 @@ def main() -> None:
         "--repeat", type=int, default=REPEAT, help="runs of each way (kernel and linkcost parts)"
     )
     parser.add_argument(
+        "--linkcost-profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first, linkcost.py --profile N (to stderr): where the time of each way goes",
+    )
+    parser.add_argument(
         "--linkcost-ways",
         default=",".join(str(i) for i in range(len(linkcost.WAYS))),
         help="linkcost's ways by number: "
@@ -457,6 +464,8 @@ def main() -> None:
             log(f"N={n}: {r} ({time.monotonic() - t:.0f} s)")
     if "linkcost" in parts:
         t = time.monotonic()
+        if args.linkcost_profile:
+            linkcost.profile(args.linkcost_profile)
         ways = [linkcost.WAYS[int(i)] for i in args.linkcost_ways.split(",")]
         linkcost_rows = linkcost.bench(sizes, args.repeat, ways)
         log(f"linkcost: {time.monotonic() - t:.0f} s")
