@@ -1,6 +1,7 @@
 """Writes one kernel's `make bench` report into BENCHMARKS.md and keeps the other kernel's.
 
     python tests/bench/report.py KERNEL GUEST_OUTPUT HOST_LINE...
+    python tests/bench/report.py --history      (history.md edited: every section kept)
 
 BENCHMARKS.md is: a title, then one section per kernel (between ``<!-- make bench KERNEL=k -->``
 and ``<!-- end KERNEL=k -->``, in scripts/kernels.sh's order), then tests/bench/history.md (the
@@ -55,14 +56,15 @@ def section(kernel: str, body: list[str], host: list[str]) -> str:
 
 
 def main() -> None:
-    kernel, output, *host = sys.argv[1:]
-    if kernel not in KERNELS:
-        raise SystemExit(f"report.py: kernel {kernel!r}: choose one of {', '.join(KERNELS)}")
     sections = {
         m["kernel"]: m["body"]
         for m in SECTION.finditer(TARGET.read_text() if TARGET.exists() else "")
     }
-    sections[kernel] = section(kernel, guest_report(Path(output).read_text()), host)
+    if sys.argv[1:] != ["--history"]:
+        kernel, output, *host = sys.argv[1:]
+        if kernel not in KERNELS:
+            raise SystemExit(f"report.py: kernel {kernel!r}: choose one of {', '.join(KERNELS)}")
+        sections[kernel] = section(kernel, guest_report(Path(output).read_text()), host)
     parts = [TITLE, "\n"]
     for k in sorted(sections, key=lambda k: KERNELS.index(k) if k in KERNELS else len(KERNELS)):
         parts += [f"<!-- make bench KERNEL={k} -->\n", sections[k], f"<!-- end KERNEL={k} -->\n\n"]
