@@ -30,7 +30,7 @@ lint: venv
 	$(BIN)/ruff format --check operator tests scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m kube_l2tp.api.crd --check $(CRD_DIRS)
+	$(BIN)/python -m kube_l2tp.files.crds --check $(CRD_DIRS)
 	$(BIN)/python scripts/gen-chart-readme.py --check
 
 fmt: venv
@@ -39,7 +39,7 @@ fmt: venv
 
 # Regenerate crds/ from the schema's single source (operator/kube_l2tp/api/crd.py).
 crds: venv
-	$(BIN)/python -m kube_l2tp.api.crd --write $(CRD_DIRS)
+	$(BIN)/python -m kube_l2tp.files.crds --write $(CRD_DIRS)
 
 # No root, no VM, no API server (the chart and rules tests run the helm and promtool binaries).
 unit: venv deps tools

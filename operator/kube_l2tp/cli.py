@@ -15,6 +15,7 @@ from kube_l2tp import buildinfo
 from kube_l2tp.api import manifests, validation
 from kube_l2tp.api.model import Resources
 from kube_l2tp.core import render as render_mod
+from kube_l2tp.files import manifests as manifest_files
 
 
 def profiles_names() -> list[str]:
@@ -24,7 +25,7 @@ def profiles_names() -> list[str]:
 
 
 def _load(files: Sequence[Path]) -> validation.Report:
-    return validation.check_documents(manifests.load(files))
+    return validation.check_documents(manifest_files.load(files))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ from kube_l2tp.api.model import Resources
 from kube_l2tp.core.desired import Owned, desired_state
 from kube_l2tp.core.reconcile import Result, reconcile
 from kube_l2tp.core.render import mirror_session, mirror_tunnel, render
+from kube_l2tp.files import manifests as manifest_files
 from kube_l2tp.netlink.kernel import Kernel
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -50,7 +51,7 @@ def check(docs: list[manifests.Document]) -> Resources:
 
 
 def from_dir(path: Path) -> Resources:
-    return check(manifests.load([path]))
+    return check(manifest_files.load([path]))
 
 
 def converge(ns: str, res: Resources, node: str, owned: Owned | None = None) -> Result:

@@ -15,9 +15,10 @@ import pytest
 from helpers import TwoSites, in_netns
 
 from kube_l2tp import embedded
-from kube_l2tp.api import manifests, validation
+from kube_l2tp.api import validation
 from kube_l2tp.core.desired import Owned, desired_state
 from kube_l2tp.core.reconcile import reconcile
+from kube_l2tp.files import manifests as manifest_files
 from kube_l2tp.netlink.kernel import Kernel
 
 MODPROBE = Path("/proc/sys/kernel/modprobe")
@@ -49,7 +50,7 @@ def unload(*modules: str) -> None:
 
 
 def test_missing_modules_are_reported_and_recovered(two_sites: TwoSites, no_autoload: None) -> None:
-    res = validation.check_documents(manifests.load([embedded.DIRECTORY])).resources
+    res = validation.check_documents(manifest_files.load([embedded.DIRECTORY])).resources
     desired = desired_state(res, "site-a")
     owned = Owned()
     unload(*L2TP_MODULES)

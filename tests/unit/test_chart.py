@@ -26,6 +26,7 @@ import yaml
 
 from kube_l2tp.api import crd
 from kube_l2tp.controller.app import WEBHOOK_CONFIG
+from kube_l2tp.files import crds
 from kube_l2tp.k8s.objects import WEBHOOK_CONFIGURATIONS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,7 +150,7 @@ def test_helm_lint_strict(helm: Helm, scenario: str) -> None:
 def test_crds_in_the_chart_are_the_generated_ones(render: Render) -> None:
     """charts/kube-l2tp/crds/ is written by `make crds` with crds/; drift fails here."""
     assert (
-        crd.main(["--check", "--dir", str(REPO / "crds"), "--extra-dir", str(CHART / "crds")]) == 0
+        crds.main(["--check", "--dir", str(REPO / "crds"), "--extra-dir", str(CHART / "crds")]) == 0
     )
     rendered = [
         d for d in render("default", "--include-crds") if d["kind"] == "CustomResourceDefinition"

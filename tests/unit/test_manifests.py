@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kube_l2tp.api import manifests
+from kube_l2tp.files import manifests as manifest_files
 
 ONE = "kind: A\nmetadata: {name: a}\n"
 LIST = "kind: List\nitems:\n- {kind: A, metadata: {name: a}}\n- {kind: B, metadata: {name: b}}\n"
@@ -31,7 +32,7 @@ def test_iterate_yields_before_the_file_ends_and_names_where_it_breaks(tmp_path:
     (file, document and line), and the next file is still read."""
     (tmp_path / "a.yaml").write_text(ONE + "---\n" + ONE + "---\nkind: [unclosed\n")
     (tmp_path / "b.yaml").write_text(ONE)
-    docs = list(manifests.iterate([tmp_path]))
+    docs = list(manifest_files.iterate([tmp_path]))
     assert [(Path(d.source).name, bool(d.error)) for d in docs] == [
         ("a.yaml#1", False),
         ("a.yaml#2", False),
@@ -83,6 +84,6 @@ def test_a_fifo_or_device_is_refused_or_skipped_never_read(tmp_path: Path) -> No
     os.mkfifo(fifo)
     for path in (fifo, Path("/dev/zero")):
         with pytest.raises(manifests.ManifestError, match="not a regular file"):
-            manifests.files_in([path])
+            manifest_files.files_in([path])
     (tmp_path / "a.yaml").write_text(ONE)
-    assert manifests.files_in([tmp_path]) == [tmp_path / "a.yaml"]
+    assert manifest_files.files_in([tmp_path]) == [tmp_path / "a.yaml"]

@@ -21,13 +21,14 @@ from kube_l2tp.core.state import (
     SessionConfig,
     TunnelConfig,
 )
+from kube_l2tp.files import manifests as manifest_files
 
 REPO = Path(__file__).parent.parent.parent
 NODE = "site-a"
 
 
 def load(*paths: str) -> Resources:
-    report = validation.check_documents(manifests.load([REPO / p for p in paths]))
+    report = validation.check_documents(manifest_files.load([REPO / p for p in paths]))
     assert not report.errors
     return report.resources
 

@@ -10,6 +10,7 @@ import pytest
 
 from kube_l2tp.api import manifests, validation
 from kube_l2tp.core.render import render
+from kube_l2tp.files import manifests as manifest_files
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -41,7 +42,7 @@ def with_dev(command: str) -> str:
 
 
 def rendered(path: str, *, peer: bool = False) -> list[str]:
-    report = validation.check_documents(manifests.load([REPO / path]))
+    report = validation.check_documents(manifest_files.load([REPO / path]))
     assert not report.errors
     text = render(report.resources, peer=peer)
     return [line for line in text.splitlines() if not line.startswith("#")]
@@ -68,7 +69,7 @@ def test_bridge_example() -> None:
 
 
 def test_addrgenmode_and_qdisc_come_before_up_as_set() -> None:
-    docs = manifests.load([REPO / "examples/seed/site-a.yaml"])
+    docs = manifest_files.load([REPO / "examples/seed/site-a.yaml"])
     session = next(d for d in docs if d.body["kind"] == "L2TPSession")
     session.body["spec"]["interface"].update(ipv6AddrGenMode="random", qdisc="noqueue")
     report = validation.check_documents(docs)

@@ -11,6 +11,7 @@ import yaml
 
 from kube_l2tp.api import crd, manifests, validation
 from kube_l2tp.api.problems import Severity
+from kube_l2tp.files import manifests as manifest_files
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -82,12 +83,12 @@ def test_corpus_covers_every_spec_field() -> None:
 
 def test_examples_are_valid() -> None:
     for path in sorted((REPO / "examples").rglob("*.yaml")):
-        report = validation.check_documents(manifests.load([path]))
+        report = validation.check_documents(manifest_files.load([path]))
         assert not report.errors, [p.render() for p in report.errors]
 
 
 def test_seed_mtu_warns_and_offsets_warn() -> None:
-    report = validation.check_documents(manifests.load([REPO / "examples/seed/site-a.yaml"]))
+    report = validation.check_documents(manifest_files.load([REPO / "examples/seed/site-a.yaml"]))
     assert [p.path for p in report.warnings] == ["spec.interface.mtu"]
     assert "1446" in report.warnings[0].message
     docs = [

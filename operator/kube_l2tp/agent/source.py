@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from kube_l2tp.api import manifests, validation
+from kube_l2tp.api import validation
 from kube_l2tp.api.model import Resources, Session, Tunnel
 from kube_l2tp.api.problems import Problem, Severity
 from kube_l2tp.core.triggers import Trigger
+from kube_l2tp.files import manifests
 
 
 @dataclass

@@ -1,12 +1,12 @@
-"""Reading manifests: multi-document YAML or JSON files, or whole directories of them.
-
-Pure apart from reading files; returns documents with where they came from, so that every
-problem can name its file and document.
+"""Parsing manifests: multi-document YAML or JSON text, as documents with where they came from,
+so that every problem can name its file and document. Pure: kube_l2tp.files.manifests reads the
+files and directories.
 
 Anything a file can hold must end in a one-line refusal, never a crash, a hang or gigabytes of
-memory, so the reader is bounded: files are read up to MAX_FILE_BYTES; YAML is composed here
-from libyaml's events (an iterative parser) with a bound on nesting (the C composer recurses and
-segfaults on thousands of nested flow sequences) and on what aliases expand to (billion laughs).
+memory, so the parser is bounded (files are read up to files.manifests.MAX_FILE_BYTES): YAML is
+composed here from libyaml's events (an iterative parser) with a bound on nesting (the C
+composer recurses and segfaults on thousands of nested flow sequences) and on what aliases
+expand to (billion laughs).
 
 The dialect is YAML 1.2's core schema, as kubectl's parser reads it: `17:01` is a string, not
 YAML 1.1's sexagesimal 1021; a whole float (3000.0, 1e3) is the integer kubectl's JSON round
@@ -24,17 +24,14 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-SUFFIXES = (".yaml", ".yml", ".json")
 # libyaml's parser when PyYAML was built with it (the wheels are): events come from C, and only
 # the composition below is Python.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-MAX_FILE_BYTES = 8 * 1024 * 1024  # the benchmark's 4000 pairs in one file are 1.9 MB
 MAX_DEPTH = 64  # an L2TP object nests 6 deep; kubectl's objects rarely pass 20
 MAX_ALIASED = 100_000  # values that aliases may add to one document (each alias counts its size)
 MAX_VALUES = 400_000  # values in one file, aliases included (4000 pairs: 224000; ~1 s)
@@ -73,30 +70,12 @@ def _short(value: dict[Any, Any] | list[Any], limit: int) -> str:
     return f"{{{keys}{', ...' if len(value) > 3 else ''}}} ({len(value)} keys)"
 
 
-def files_in(paths: Iterable[Path]) -> list[Path]:
-    """The given files, and every manifest file below the given directories, in a stable order."""
-    out: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
-            if not found:
-                raise ManifestError(f"{path}: no *.yaml, *.yml or *.json files in it")
-            out.extend(found)
-        elif path.is_file():
-            out.append(path)
-        elif path.exists():  # a FIFO or a device would block or never end
-            raise ManifestError(f"{path}: not a regular file")
-        else:
-            raise ManifestError(f"{path}: no such file or directory")
-    return out
-
-
 def parse(text: str, source: str) -> list[Document]:
     """Documents in ``text``; a ``kind: List`` (kubectl get -o yaml) is flattened."""
-    return list(_documents(text, source))
+    return list(parse_documents(text, source))
 
 
-def _documents(text: str, source: str) -> Iterator[Document]:
+def parse_documents(text: str, source: str) -> Iterator[Document]:
     """parse(), one document at a time: a document is named ``source#N`` when its file holds
     several, so each is yielded once the next one (or the end) is seen. A document that cannot
     be read is yielded with its error; one that breaks the file's syntax ends the file."""
@@ -561,43 +540,3 @@ def _one_line(exc: yaml.YAMLError) -> str:
     if problem and mark is not None:
         return f"{problem} at line {mark.line + 1} column {mark.column + 1}"
     return " ".join(str(exc).split())[:200]
-
-
-# --- files -----------------------------------------------------------------------------------
-
-
-def read(path: Path) -> Iterator[Document]:
-    """One file's documents; an unreadable or oversized file is one Document with its error."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        yield Document(str(path), None, f"cannot read: {exc.strerror or exc}")
-        return
-    if len(data) > MAX_FILE_BYTES:
-        yield Document(
-            str(path),
-            None,
-            f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB: refused; split it into smaller"
-            " files",
-        )
-        return
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        yield Document(str(path), None, f"not UTF-8 text (byte {exc.start}): save it as UTF-8")
-        return
-    yield from _documents(text, str(path))
-
-
-def iterate(paths: Iterable[Path]) -> Iterator[Document]:
-    """load(), a document at a time as the files are parsed: a caller that keeps only what it
-    makes of each never holds every body at once. Raises ManifestError only for a path that
-    does not exist or a directory without manifests; a file that cannot be read or parsed is
-    a Document with an error, and the other files are read."""
-    for path in files_in(paths):
-        yield from read(path)
-
-
-def load(paths: Iterable[Path]) -> list[Document]:
-    return list(iterate(paths))

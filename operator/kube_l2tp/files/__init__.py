@@ -1,0 +1,1 @@
+"""The filesystem layer: manifests read from files and directories, the CRD files written."""
