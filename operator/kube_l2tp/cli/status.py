@@ -1,4 +1,5 @@
-"""`kube-l2tp status`: the kernel's L2TP objects with their counters, and who owns them.
+"""`kube-l2tp status`'s text and JSON: the kernel's L2TP objects with their counters, and who
+owns them (the command reads them in cli/__init__.py).
 
 `ip l2tp show` parses the kernel's counters but never prints them (iproute2 6.1 prints none even
 with -s); this shows them per tunnel and per session, from one dump of each.

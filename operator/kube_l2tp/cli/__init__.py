@@ -201,7 +201,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from kube_l2tp.agent import statestore  # noqa: PLC0415
-    from kube_l2tp.agent.status import status  # noqa: PLC0415
+    from kube_l2tp.cli.status import status  # noqa: PLC0415
     from kube_l2tp.core.plan import Observed  # noqa: PLC0415
     from kube_l2tp.core.state import KernelError  # noqa: PLC0415
     from kube_l2tp.netlink.kernel import Kernel  # noqa: PLC0415
@@ -430,7 +430,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
