@@ -197,6 +197,8 @@ def test_default_release_creates_the_expected_objects(render: Render) -> None:
             ("ServiceAccount", f"{fullname}-operator"),
             ("ClusterRole", f"{fullname}-operator"),
             ("ClusterRoleBinding", f"{fullname}-operator"),
+            ("Role", f"{fullname}-operator"),  # its Lease (leader election)
+            ("RoleBinding", f"{fullname}-operator"),
             ("ValidatingAdmissionPolicy", f"{fullname}-operator-webhook-configurations"),
             ("ValidatingAdmissionPolicyBinding", f"{fullname}-operator-webhook-configurations"),
             ("Service", f"{fullname}-webhook"),
@@ -742,7 +744,7 @@ BAD_VALUES = [
     pytest.param(["--set", "agent.hostNetwork=false"], id="unknown-agent-key"),
     pytest.param(["--set", "image.pullPolicy=Sometimes"], id="bad-pull-policy"),
     pytest.param(["--set", "image.digest=latest"], id="bad-digest"),
-    pytest.param(["--set", "operator.replicas=2"], id="two-operators"),
+    pytest.param(["--set", "operator.replicas=-1"], id="negative-operators"),
     pytest.param(["--set", "agent.stateDir=relative"], id="relative-state-dir"),
     pytest.param(["--set", "agent.updateStrategy.type=Recreate"], id="bad-update-strategy"),
     pytest.param(["--set", "serviceMonitor.interval=30 seconds"], id="bad-duration"),

@@ -7,9 +7,11 @@ Subcommands import their I/O layers lazily, so `validate` and `render` work on a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kube_l2tp import buildinfo
 from kube_l2tp.api import manifests, validation
@@ -241,12 +243,18 @@ def cmd_operator(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"kube-l2tp operator: {exc}", file=sys.stderr)
         return 2
+    try:
+        election = _leader_election(args)
+    except ValueError as exc:
+        print(f"kube-l2tp operator: {exc}", file=sys.stderr)
+        return 2
     config = app.OperatorConfig(
         health_port=args.health_port or None,
         webhook_port=args.webhook_port,
         webhook_host=app.webhook_host(args.webhook_host, args.namespace_of_service),
         webhook_tls=tls,
         metrics_port=args.metrics_port or None,
+        leader_election=election,
     )
     try:
         app.run(config)
@@ -254,6 +262,24 @@ def cmd_operator(args: argparse.Namespace) -> int:
         print(f"kube-l2tp operator: cannot start: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _leader_election(args: argparse.Namespace) -> Any:
+    """--leader-election LEASE: the Lease in --lease-namespace (default $POD_NAMESPACE)."""
+    from kube_l2tp.controller import app  # noqa: PLC0415
+    from kube_l2tp.k8s.lease import Timing  # noqa: PLC0415
+
+    if not args.leader_election:
+        return None
+    namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE")
+    if not namespace:
+        raise ValueError(
+            "--leader-election needs the Lease's namespace: --lease-namespace NS or $POD_NAMESPACE"
+        )
+    timing = Timing(args.lease_duration, args.lease_renew_deadline, args.lease_retry_period)
+    return app.LeaderElection(
+        namespace, args.leader_election, args.identity or app.identity(), timing
+    )
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
@@ -412,6 +438,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the CA bundle the API server verifies it with, e.g. cert-manager's ca.crt"
         " (default $KUBE_L2TP_WEBHOOK_CA; none: the certificate itself)",
+    )
+    p.add_argument(
+        "--leader-election",
+        metavar="LEASE",
+        help="several replicas: only the holder of this coordination.k8s.io Lease writes (status,"
+        " finalizers, Events); every replica answers admission reviews (default: off, this"
+        " replica always writes)",
+    )
+    p.add_argument("--lease-namespace", metavar="NS", help="the Lease's (default $POD_NAMESPACE)")
+    p.add_argument(
+        "--identity", help="this replica's name in the Lease (default $POD_NAME, else host-pid)"
+    )
+    p.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        help="seconds after which a silent holder's Lease is taken over (default 15)",
+    )
+    p.add_argument(
+        "--lease-renew-deadline",
+        type=float,
+        default=10.0,
+        help="seconds without a renewal after which the holder stops writing (default 10)",
+    )
+    p.add_argument(
+        "--lease-retry-period",
+        type=float,
+        default=2.0,
+        help="seconds between renewals and between a candidate's looks (default 2)",
     )
     p.set_defaults(func=cmd_operator)
 

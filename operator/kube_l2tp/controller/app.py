@@ -1,8 +1,10 @@
 """Settings and entry points of the operator: standalone kopf, cluster-wide, no finalizer.
 
-Standalone (one replica, Recreate): no peering objects to install or clean up. The operator's
-annotations and finalizer name are its own, distinct from kopf's defaults, so it can never take
-(or strip) an agent's; it registers no handler that needs a finalizer, so it adds none.
+Standalone kopf (no KopfPeering objects): with several replicas, each runs all of kopf (indexes
+and the admission webhooks) and a Lease (k8s.lease) decides which one writes (handlers.leading);
+a replica that takes the Lease over first repairs what was missed (controller.resync).
+The operator's annotations and finalizer name are its own, distinct from kopf's defaults, so it
+can never take (or strip) an agent's; it registers no handler that needs a finalizer; it adds none.
 
 The admission webhook serves HTTPS with the operator's own certificate (controller.tls) or one
 given with --webhook-cert/--webhook-key (e.g. cert-manager's); kopf writes the matching CA into
@@ -11,29 +13,47 @@ the webhook configurations it manages, which name the webhook's Service when the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import socket
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp.web
 import kopf
 
-from kube_l2tp.controller import admission, handlers
+from kube_l2tp.controller import admission, handlers, resync
 from kube_l2tp.controller.tls import SelfSignedIssuer, ServingFiles, service_names, service_of
+from kube_l2tp.k8s import lease
 from kube_l2tp.k8s.errors import NoClusterConfig
-from kube_l2tp.k8s.objects import Cluster
+from kube_l2tp.k8s.objects import Cluster, api_client
 from kube_l2tp.metrics.operator import OperatorMetrics
 
 PREFIX = "operator.kubel2tp.io"
 WEBHOOK_CONFIG = "kube-l2tp.kubel2tp.io"  # the Validating/MutatingWebhookConfiguration kopf owns
 SERVICE = "kube-l2tp-webhook"
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    """The Lease that decides which replica writes (namespace/name) and who this replica is."""
+
+    namespace: str
+    name: str
+    identity: str
+    timing: lease.Timing = field(default_factory=lease.Timing)
+
+
+def identity() -> str:
+    """$POD_NAME (the chart sets it), else host name and process id."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,7 @@ class OperatorConfig:
     webhook_tls: ServingFiles | None = None
     tls_dir: Path | None = None
     metrics_port: int | None = None  # /metrics (webhook requests, handler errors); None: off
+    leader_election: LeaderElection | None = None  # None: this replica always writes
 
 
 def webhook_host(explicit: str | None, namespace: str | None) -> str | None:
@@ -222,19 +243,68 @@ async def operator(
     stop_flag: Any = None,
     ready_flag: Any = None,
     cluster: Cluster | None = None,
+    metrics: OperatorMetrics | None = None,
 ) -> None:
     """The operator in the running event loop (tests run it in theirs, with a stop flag)."""
-    with _serving(config) as tls:
-        await kopf.operator(
-            registry=handlers.registry,
-            settings=settings(config, tls),
-            standalone=True,
-            clusterwide=True,
-            liveness_endpoint=_liveness(config),
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-            memo=kopf.Memo(cluster=cluster or Cluster()),
-        )
+    cluster = cluster or Cluster()
+    memo = kopf.Memo(cluster=cluster)
+    elector = None
+    if config.leader_election is not None:
+        elector = _elector(config.leader_election, cluster, metrics)
+        memo.leader = elector
+    elif metrics is not None:
+        metrics.leader.set(1)
+    electing = asyncio.create_task(elector.run()) if elector is not None else None
+    try:
+        with _serving(config) as tls:
+            await kopf.operator(
+                registry=handlers.registry,
+                settings=settings(config, tls, metrics),
+                standalone=True,
+                clusterwide=True,
+                liveness_endpoint=_liveness(config),
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+                memo=memo,
+            )
+    finally:
+        if electing is not None:
+            electing.cancel()  # a holder releases the Lease on its way out
+            with contextlib.suppress(asyncio.CancelledError):
+                await electing
+
+
+_RESYNCS: set[asyncio.Task[None]] = set()  # running resyncs (a task needs a reference)
+
+
+def _elector(
+    election: LeaderElection, cluster: Cluster, metrics: OperatorMetrics | None
+) -> lease.Elector:
+    """The Lease elector; taking the Lease starts a resync, the gauge follows it."""
+    timing = election.timing
+    store = lease.LeaseStore(
+        election.namespace, election.name, api_client(), timing.request_timeout
+    )
+
+    def changed(held: bool) -> None:
+        if metrics is not None:
+            metrics.leader.set(int(held))
+        if held:
+            task = asyncio.get_running_loop().create_task(_resync(cluster))
+            _RESYNCS.add(task)
+            task.add_done_callback(_RESYNCS.discard)
+
+    return lease.Elector(store, election.identity, timing, changed)
+
+
+async def _resync(cluster: Cluster) -> None:
+    log = logging.getLogger(__name__)
+    try:
+        writes = await asyncio.to_thread(resync.resync, cluster)
+    except Exception:  # the handlers still run; the next event repairs what this could not
+        log.exception("resync after taking the lease failed")
+        return
+    log.warning(f"took the lease: resync made {writes} write(s)")
 
 
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> OperatorMetrics:
@@ -261,15 +331,8 @@ def run(config: OperatorConfig) -> None:
             " set KUBECONFIG"
         ) from exc
     metrics = serve_metrics(config.metrics_port) if config.metrics_port else None
-    with _serving(config) as tls:
-        kopf.run(
-            registry=handlers.registry,
-            settings=settings(config, tls, metrics),
-            standalone=True,
-            clusterwide=True,
-            liveness_endpoint=_liveness(config),
-            memo=kopf.Memo(cluster=cluster),
-        )
+    with contextlib.suppress(asyncio.CancelledError):  # as kopf.run: a signal ends it cleanly
+        asyncio.run(operator(config, cluster=cluster, metrics=metrics))
 
 
 @contextlib.contextmanager

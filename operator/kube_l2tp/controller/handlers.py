@@ -5,6 +5,9 @@ API calls; writes go through kopf's patch for the object at hand, and through k8
 worker thread) for another object. Every handler is level-based: it computes what should be from
 the indexes and writes only differences, so a repeated or missed event does no harm.
 The operator needs no finalizer of its own and adds none (see app.settings).
+
+With several replicas, every one keeps its indexes and answers admission reviews, but only the
+holder of the Lease writes (`leading`); a new holder first repairs what was missed (resync).
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
         "spec": copy.deepcopy(dict(body.get("spec") or {})),
         "status": copy.deepcopy(dict(body.get("status") or {})),
     }
+
+
+def leading(memo: Any) -> bool:
+    """Whether this replica writes: it holds the Lease (app.leader_election), or runs alone."""
+    leader = getattr(memo, "leader", None)
+    return leader is None or bool(leader.held)
 
 
 def _values(index: Mapping[Any, Iterable[Any]]) -> list[Any]:
@@ -188,7 +197,7 @@ async def tunnel_event(
     Also fill spec.nodeName of sessions that arrived before their tunnel: nothing else would
     bring those sessions back to the operator, and without a nodeName no agent receives them.
     """
-    if type == "DELETED":
+    if type == "DELETED" or not leading(memo):
         return
     wanted = _summary(name, kwargs["sessions_by_tunnel"])
     if status.differs(kwargs["status"], wanted):
@@ -218,6 +227,8 @@ async def session_event(
     **kwargs: Any,
 ) -> None:
     """Refresh the tunnel's summary; fill nodeName where the webhook could not (no tunnel yet)."""
+    if not leading(memo):
+        return
     tunnels: kopf.Index[str, Any] = kwargs["tunnels"]
     ref = str(spec.get("tunnelRef", ""))
     tunnel = _first(tunnels.get(ref)) if ref in tunnels else None
@@ -239,7 +250,7 @@ async def session_event(
 @kopf.on.event(*NODES, registry=registry)
 async def node_event(name: str, type: str, memo: Any, **kwargs: Any) -> None:
     """A deleted node's agent will never remove its finalizers: remove them for it."""
-    if type != "DELETED":
+    if type != "DELETED" or not leading(memo):
         return
     finalizer = node_finalizer(name)
     for plural, index in (

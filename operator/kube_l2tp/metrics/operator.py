@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from kube_l2tp.metrics.process import standard_collectors
 
@@ -21,6 +21,7 @@ METRIC_NAMES = frozenset(
         "kube_l2tp_operator_webhook_duration_seconds_sum",
         "kube_l2tp_operator_webhook_duration_seconds_count",
         "kube_l2tp_operator_handler_errors_total",
+        "kube_l2tp_operator_leader",
     }
 )
 _HANDLER = re.compile(r"^Handler '([^']+)' failed")
@@ -47,6 +48,13 @@ class OperatorMetrics:
             "kube_l2tp_operator_handler_errors",
             "Failures of the operator's kopf handlers (status, cleanup), by handler.",
             ["handler"],
+            registry=self.registry,
+        )
+
+        self.leader = Gauge(
+            "kube_l2tp_operator_leader",
+            "1 while this replica holds the Lease and writes (status, finalizers, Events); every"
+            " replica answers admission reviews.",
             registry=self.registry,
         )
 
