@@ -19,12 +19,13 @@ import yaml
 
 from kube_l2tp.metrics.agent import METRIC_NAMES
 from kube_l2tp.metrics.kernel import metric_names
+from kube_l2tp.metrics.operator import METRIC_NAMES as OPERATOR_METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts/kube-l2tp/files/dashboards/kube-l2tp.json"
 RULES = ROOT / "charts/kube-l2tp/files/prometheus-rules.yaml"
-# `up` is Prometheus' own per-target series
-EXPORTED = set(METRIC_NAMES) | metric_names() | {"up"}
+# `up` is Prometheus' own per-target series; the operator's are scraped too
+EXPORTED = set(METRIC_NAMES) | metric_names() | OPERATOR_METRIC_NAMES | {"up"}
 
 KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "bool", "offset"}
 KEYWORDS |= {"group_left", "group_right", "inf", "nan"}
