@@ -333,3 +333,32 @@ def test_one_leader_writes_both_review_takeover_converges(cluster: Cluster) -> N
     assert holders == ["replica-a", "replica-b", "replica-c"], sampler.holders()
     for _, holder, leaders in sampler.samples:
         assert all(name == holder for name in leaders), (holder, leaders)
+
+
+def test_the_operators_lease_rights_are_its_own_lease_only(
+    api: RealApiServer, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """The chart's Role, asked of the API server's authorizer with the operator's own token:
+    create Leases in its namespace (RBAC cannot name what is created), read and renew its own
+    Lease, and nothing else: not another Lease, not a delete, not another namespace."""
+    install(api, kubectl)
+    token = api.token(NAMESPACE, OPERATOR_SA)
+    as_operator = Kubectl(
+        kubectl.binary, api.write_kubeconfig(tmp_path / "op.kubeconfig", token=token), tmp_path
+    )
+
+    def can(verb: str, resource: str, namespace: str = NAMESPACE) -> bool:
+        answer = as_operator("auth", "can-i", verb, resource, "-n", namespace, ok=False)
+        assert answer.stdout.strip() in ("yes", "no"), answer.stderr
+        return answer.stdout.strip() == "yes"
+
+    assert can("create", "leases.coordination.k8s.io")
+    assert can("get", f"leases.coordination.k8s.io/{LEASE}")
+    assert can("update", f"leases.coordination.k8s.io/{LEASE}")
+    assert not can("get", "leases.coordination.k8s.io/kube-controller-manager")
+    assert not can("update", "leases.coordination.k8s.io/another-lease")
+    assert not can("delete", f"leases.coordination.k8s.io/{LEASE}")
+    assert not can("patch", f"leases.coordination.k8s.io/{LEASE}")
+    assert not can("list", "leases.coordination.k8s.io")
+    assert not can("create", "leases.coordination.k8s.io", "kube-system")
+    assert not can("update", f"leases.coordination.k8s.io/{LEASE}", "kube-system")
