@@ -29,7 +29,7 @@ from workload import MTU, NODE, l2tp_links, namespace, pair, write_manifests
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
 from helpers import in_netns
 
-# standalone.Agent.reconcile_once's INFO line (a reconcile that wrote something)
+# loop.Agent.reconcile_once's INFO line (a reconcile that wrote something)
 RECONCILED = re.compile(r"reconciled in ([0-9.]+)s: (\d+) writes, (\d+)/(\d+) ready")
 PORT = 9717
 SETTLE = 10.0  # seconds with the kernel complete and no INFO line: converged all the same

@@ -35,7 +35,8 @@ from workload import NODE, pair
 from apiserver.fixtures import CRD_FILES
 from apiserver.server import ApiServer
 from kube_l2tp.agent.cluster import ClusterSource, cluster_agent
-from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.events import kernel_events
+from kube_l2tp.agent.loop import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.netlink.kernel import Kernel
 
@@ -187,7 +188,8 @@ def control_plane(
         kernel = make_kernel()
         store = StateStore(Path(tmp) / "state")
         try:
-            agent = cluster_agent(AgentConfig(NODE, Path(), Path(tmp) / "state"), kernel, store)
+            config = AgentConfig(NODE, Path(), Path(tmp) / "state")
+            agent = cluster_agent(config, kernel, store, kernel_events)
             source = agent.source
             assert isinstance(source, ClusterSource)
             with running(agent):

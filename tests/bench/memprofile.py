@@ -40,6 +40,8 @@ PREFIXES = ("/kube_l2tp/", "-packages/", "/lib/python3")  # shortened to what fo
 # first validation, so it shows in that phase
 STEPS = (
     "kube_l2tp.cli",
+    "kube_l2tp.agent.events",
+    "kube_l2tp.agent.loop",
     "kube_l2tp.agent.standalone",
     "kube_l2tp.agent.statestore",
     "kube_l2tp.netlink.kernel",
@@ -48,9 +50,9 @@ STEPS = (
 SITE = "-packages/"  # site-packages or dist-packages: a third-party module
 # (module, function, what it does): the agent's phases, looked up where the agent calls them
 PHASES = (
-    ("kube_l2tp.agent.source", "LastGood.select", "read, parse and validate the manifests"),
-    ("kube_l2tp.agent.standalone", "desired_state", "desired state"),
-    ("kube_l2tp.agent.standalone", "reconcile", "reconcile"),
+    ("kube_l2tp.core.lastgood", "LastGood.select", "read, parse and validate the manifests"),
+    ("kube_l2tp.agent.loop", "desired_state", "desired state"),
+    ("kube_l2tp.agent.loop", "reconcile", "reconcile"),
 )
 
 

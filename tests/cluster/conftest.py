@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 from fakekernel import FakeKernel  # noqa: E402
 
 from kube_l2tp.agent.cluster import cluster_agent  # noqa: E402
-from kube_l2tp.agent.standalone import Agent, AgentConfig  # noqa: E402
+from kube_l2tp.agent.loop import Agent, AgentConfig, no_events  # noqa: E402
 from kube_l2tp.agent.statestore import StateStore  # noqa: E402
 from realapi.server import RealApiServer  # noqa: E402
 
@@ -35,7 +35,7 @@ def agent_on(node: str, tmp_path: Path, **config: Any) -> Iterator[tuple[Agent, 
     kernel = FakeKernel()
     store = StateStore(tmp_path / "state")
     settings = AgentConfig(node, Path(), tmp_path / "state", **config)
-    a = cluster_agent(settings, kernel, store)  # type: ignore[arg-type]
+    a = cluster_agent(settings, kernel, store, no_events)
     try:
         yield a, kernel
     finally:

@@ -12,9 +12,9 @@ import pytest
 from fakekernel import FakeKernel
 from test_cluster_agent import get, objects_for, ready, synced, wait
 
-from kube_l2tp.agent import standalone
+from kube_l2tp.agent import loop
 from kube_l2tp.agent.cluster import cluster_agent
-from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.loop import Agent, AgentConfig, no_events
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.core.triggers import Trigger
 from realapi.server import RealApiServer
@@ -37,13 +37,13 @@ def running(
 ) -> Iterator[tuple[Agent, FakeKernel, list[Trigger]]]:
     """An agent whose loop runs in a thread, polling its source only every SLOW seconds, and
     why each of its reconciles ran."""
-    monkeypatch.setattr(standalone, "POLL_SECONDS", SLOW)
+    monkeypatch.setattr(loop, "POLL_SECONDS", SLOW)
     for obj in preexisting:
         apiserver.create(obj)
     kernel = FakeKernel()
     store = StateStore(tmp_path / "state")
     config = AgentConfig("node-a", Path(), tmp_path / "state", resync_seconds=SLOW)
-    a = cluster_agent(config, kernel, store)  # type: ignore[arg-type]
+    a = cluster_agent(config, kernel, store, no_events)
     kinds = [o["kind"] for o in preexisting]
     wait(lambda: synced(a, kinds.count("L2TPTunnel"), kinds.count("L2TPSession")))
     passes: list[Trigger] = []
@@ -83,7 +83,7 @@ def test_its_own_writes_coming_back_start_no_reconcile(
     wait(lambda: ready(get(apiserver, "l2tpsessions", "a-s")) == "True/Programmed")
     caches = (a.source.tunnels, a.source.sessions)  # type: ignore[attr-defined]
     wait(lambda: all(o.get("status") for c in caches for o in c.snapshot()))  # echoes are in
-    time.sleep(4 * standalone.DEBOUNCE_SECONDS)  # and judged, had they woken the loop
+    time.sleep(4 * loop.DEBOUNCE_SECONDS)  # and judged, had they woken the loop
     assert passes == [Trigger.START]  # none for the watch bringing back 2 finalizers and 2 statuses
 
     # someone else's write does start one, and the status it wiped is written again

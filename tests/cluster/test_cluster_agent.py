@@ -13,9 +13,9 @@ import yaml
 from fakekernel import FakeKernel
 
 from kube_l2tp import embedded
-from kube_l2tp.agent.cluster import cluster_agent
+from kube_l2tp.agent.cluster import ClusterSource, cluster_agent
+from kube_l2tp.agent.loop import Agent, AgentConfig, no_events
 from kube_l2tp.agent.serve import build_metrics
-from kube_l2tp.agent.standalone import Agent, AgentConfig
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.k8s.finalizers import node_finalizer
 from realapi.server import RealApiServer
@@ -101,9 +101,11 @@ def test_programs_only_its_node_and_writes_status(
     caches = (a.source.tunnels, a.source.sessions)  # type: ignore[attr-defined]
     assert {o["metadata"]["name"] for c in caches for o in c.snapshot()} == {"a-t", "a-s"}
     # a converged node writes nothing more to the API
-    writes = a.on_result[-1].writer.writes  # type: ignore[attr-defined]
+    source = a.source
+    assert isinstance(source, ClusterSource)
+    writes = source.writer.writes
     a.reconcile_once()
-    assert a.on_result[-1].writer.writes == writes  # type: ignore[attr-defined]
+    assert source.writer.writes == writes
 
 
 def test_delete_cleans_the_kernel_before_the_finalizer_goes(
@@ -116,15 +118,10 @@ def test_delete_cleans_the_kernel_before_the_finalizer_goes(
     assert code == 200
     tunnel = get(apiserver, "l2tptunnels", "a-t")
     assert tunnel is not None and tunnel["metadata"].get("deletionTimestamp")  # held
-    wait(
-        lambda: (
-            a.source.deleting
-            or any(  # type: ignore[attr-defined]
-                o["metadata"].get("deletionTimestamp")
-                for o in a.source.tunnels.snapshot()  # type: ignore[attr-defined]
-            )
-        )
-    )
+    source = a.source
+    assert isinstance(source, ClusterSource)
+    # the watch has brought the deletion
+    wait(lambda: any(o["metadata"].get("deletionTimestamp") for o in source.tunnels.snapshot()))
     a.reconcile_once()
     assert 3000 not in kernel.tunnels  # the kernel first
     a.reconcile_once()
@@ -177,7 +174,8 @@ def test_restart_before_the_api_answers_prunes_nothing(
     for obj in objects_for("node-a", 3000, "a"):
         apiserver.create(obj)
     store = StateStore(tmp_path / "state")
-    first = cluster_agent(AgentConfig("node-a", Path(), tmp_path / "state"), kernel, store)  # type: ignore[arg-type]
+    config = AgentConfig("node-a", Path(), tmp_path / "state")
+    first = cluster_agent(config, kernel, store, no_events)
     wait(lambda: synced(first))
     assert first.reconcile_once().converged
     for cache in (first.source.tunnels, first.source.sessions):  # type: ignore[attr-defined]
@@ -186,7 +184,7 @@ def test_restart_before_the_api_answers_prunes_nothing(
     kernel.writes.clear()
     with apiserver.outage():
         store = StateStore(tmp_path / "state")
-        second = cluster_agent(AgentConfig("node-a", Path(), tmp_path / "state"), kernel, store)  # type: ignore[arg-type]
+        second = cluster_agent(config, kernel, store, no_events)
         second.reconcile_once()  # no list yet: must not read "no objects" as "delete all"
         assert kernel.writes == [] and 3000 in kernel.tunnels
     wait(second.source.ready, 30)

@@ -6,7 +6,7 @@ import pytest
 from fakekernel import FakeKernel
 from test_cluster_agent import create_two_pairs, get, ready, synced, wait
 
-from kube_l2tp.agent.standalone import Agent
+from kube_l2tp.agent.loop import Agent
 from kube_l2tp.api import validation
 from kube_l2tp.api.manifests import Document
 from realapi.server import RealApiServer

@@ -8,8 +8,8 @@ import pytest
 from fakekernel import FakeKernel
 from test_cluster_agent import objects_for, synced, wait
 
-from kube_l2tp.agent.cluster import StatusWriter
-from kube_l2tp.agent.standalone import Agent
+from kube_l2tp.agent.cluster import ClusterSource
+from kube_l2tp.agent.loop import Agent
 from kube_l2tp.core.triggers import Trigger
 from realapi.server import RealApiServer
 
@@ -24,9 +24,9 @@ def test_neither_the_data_plane_nor_the_status_moves(
     caches: Any = (a.source.tunnels, a.source.sessions)  # type: ignore[attr-defined]
     before = [c.snapshot() for c in caches]  # without the finalizers and status to come
     assert a.reconcile_once().converged
-    status = a.on_result[-1]
-    assert isinstance(status, StatusWriter)
-    writes = status.writer.writes
+    source = a.source
+    assert isinstance(source, ClusterSource)
+    writes = source.writer.writes
     assert writes == 4  # two finalizers, two statuses
     kernel.writes.clear()
     with monkeypatch.context() as m:
@@ -36,4 +36,4 @@ def test_neither_the_data_plane_nor_the_status_moves(
     # the finalizers count as added (no 409 that would drop the objects from what is desired,
     # and so delete them from the kernel) and the status counts as written
     assert kernel.writes == []
-    assert status.writer.writes == writes
+    assert source.writer.writes == writes

@@ -13,8 +13,8 @@ from fakekernel import FakeKernel
 from test_cluster_agent import get, objects_for, programmed, synced, wait
 
 from conftest import agent_on
-from kube_l2tp.agent.cluster import StatusWriter, cluster_agent
-from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.cluster import ClusterSource, cluster_agent
+from kube_l2tp.agent.loop import Agent, AgentConfig, no_events
 from kube_l2tp.core.state import Stats
 from kube_l2tp.k8s import conditions
 from realapi.fixtures import Kubectl
@@ -52,9 +52,9 @@ def cond(apiserver: RealApiServer, type_: str) -> dict[str, Any]:
 
 
 def writes(a: Agent) -> int:
-    status = a.on_result[-1]
-    assert isinstance(status, StatusWriter)
-    return status.writer.writes
+    source = a.source
+    assert isinstance(source, ClusterSource)
+    return source.writer.writes
 
 
 def test_silent_then_active_again(
@@ -146,7 +146,7 @@ def test_a_restarted_agent_keeps_the_known_verdict_until_it_has_evidence(
 
     # a new agent process (a DaemonSet rollout): its liveness history starts empty
     config = AgentConfig("node-a", Path(), tmp_path / "state", peer_silence_window=WINDOW)
-    b = cluster_agent(config, kernel, a.store)  # type: ignore[arg-type]
+    b = cluster_agent(config, kernel, a.store, no_events)
     try:
         wait(lambda: synced(b))
         kernel.writes.clear()

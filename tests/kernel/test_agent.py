@@ -31,7 +31,9 @@ from helpers import (
 )
 
 from kube_l2tp import embedded
-from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.events import kernel_events
+from kube_l2tp.agent.loop import Agent, AgentConfig
+from kube_l2tp.agent.standalone import standalone_agent
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.api import manifests, validation
 from kube_l2tp.api.model import Resources
@@ -496,9 +498,8 @@ def running_agent(two_sites: TwoSites, tmp_path: Path) -> Iterator[tuple[Agent, 
     def main() -> None:
         with in_netns(two_sites.a), Kernel() as kernel:
             store = StateStore(tmp_path / "state")
-            agent = Agent(
-                AgentConfig("site-a", manifests_dir, tmp_path / "state", 30.0), kernel, store
-            )
+            config = AgentConfig("site-a", manifests_dir, tmp_path / "state", 30.0)
+            agent = standalone_agent(config, kernel, store, kernel_events)
             box["agent"] = agent
             started.set()
             try:

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from kube_l2tp.agent.cluster import cluster_agent
-from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.loop import Agent, AgentConfig, no_events
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.controller import app
 from kube_l2tp.k8s.finalizers import node_finalizer
@@ -118,7 +118,7 @@ def running_agent(
     store = StateStore(state)
     with monkeypatch.context() as env:
         env.setenv("KUBECONFIG", str(kubeconfig))  # read when its clients are made
-        agent = cluster_agent(AgentConfig(node, Path(), state), kernel, store)  # type: ignore[arg-type]
+        agent = cluster_agent(AgentConfig(node, Path(), state), kernel, store, no_events)
     thread = threading.Thread(target=agent.run, name="agent", daemon=True)
     thread.start()
     try:

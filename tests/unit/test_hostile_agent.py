@@ -14,7 +14,8 @@ from corpus.hostile.cases import BOMB
 from fakekernel import FakeKernel
 
 from kube_l2tp import embedded
-from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.loop import AgentConfig, no_events
+from kube_l2tp.agent.standalone import standalone_agent
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.api import manifests
 from kube_l2tp.cli import main
@@ -119,7 +120,8 @@ def test_running_agent_answers_health_and_converges_beside_a_bomb(tmp_path: Path
     (directory / "wide.yaml").write_bytes(WIDE)
     kernel = ClosingKernel()
     store = StateStore(tmp_path / "state")
-    agent = Agent(AgentConfig("site-a", directory, tmp_path / "state", 30.0), kernel, store)  # type: ignore[arg-type]
+    config = AgentConfig("site-a", directory, tmp_path / "state", 30.0)
+    agent = standalone_agent(config, kernel, store, no_events)
     server = serve_metrics(agent, "127.0.0.1:0")
     port = server.server_address[1]
     runner = threading.Thread(target=agent.run, daemon=True)

@@ -20,8 +20,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kube_l2tp import embedded
+from kube_l2tp.agent.loop import Agent, AgentConfig, no_events
 from kube_l2tp.agent.serve import Metrics, build_metrics
-from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.standalone import standalone_agent
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.core.liveness import Liveness
 from kube_l2tp.core.state import (
@@ -395,7 +396,7 @@ def agent(tmp_path: Path) -> Agent:
     kernel = CountingKernel()
     store = StateStore(tmp_path / "state")
     config = AgentConfig("site-a", embedded.DIRECTORY, tmp_path / "state", peer_silence_window=10)
-    return Agent(config, kernel, store)  # type: ignore[arg-type]
+    return standalone_agent(config, kernel, store, no_events)
 
 
 def fake_dump(kernel: FakeKernel) -> CounterDump:

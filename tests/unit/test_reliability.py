@@ -17,8 +17,9 @@ from fakekernel import FakeKernel, Link
 from test_reconcile import from_objects, session, tunnel
 
 from kube_l2tp import embedded
-from kube_l2tp.agent import standalone
-from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent import loop
+from kube_l2tp.agent.loop import AgentConfig, no_events
+from kube_l2tp.agent.standalone import standalone_agent
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.core.desired import Desired, Owned, desired_state
 from kube_l2tp.core.reconcile import reconcile
@@ -315,11 +316,11 @@ class Crashing(FakeKernel):
 def test_the_agent_loop_outlives_an_unexpected_exception(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(standalone, "POLL_SECONDS", 0.02)
+    monkeypatch.setattr(loop, "POLL_SECONDS", 0.02)
     kernel = Crashing()
     store = StateStore(tmp_path / "state")
     config = AgentConfig("site-a", embedded.DIRECTORY, tmp_path / "state", resync_seconds=0.05)
-    agent = Agent(config, kernel, store)  # type: ignore[arg-type]
+    agent = standalone_agent(config, kernel, store, no_events)
     thread = threading.Thread(target=agent.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -340,7 +341,7 @@ def test_the_agent_keeps_its_verdicts_while_the_kernel_cannot_be_read_completely
     kernel = FakeKernel()
     store = StateStore(tmp_path / "state")
     config = AgentConfig("site-a", embedded.DIRECTORY, tmp_path / "state")
-    agent = Agent(config, kernel, store)  # type: ignore[arg-type]
+    agent = standalone_agent(config, kernel, store, no_events)
     seen: list[Any] = []
     agent.on_result.append(lambda _s, result, _t: seen.append(result))
     first = agent.reconcile_once()
@@ -349,4 +350,4 @@ def test_the_agent_keeps_its_verdicts_while_the_kernel_cannot_be_read_completely
     again = agent.reconcile_once(Trigger.KERNEL_EVENT)  # backs off about 1.5 s, then gives up
     store.close()
     assert again is first and seen == [first], "statuses were rewritten from an interrupted dump"
-    assert agent._next_resync() - time.monotonic() <= standalone.RETRY_SECONDS
+    assert agent._next_resync() - time.monotonic() <= loop.RETRY_SECONDS

@@ -19,9 +19,9 @@ from fakekernel import FakeKernel
 from prometheus_client.parser import text_string_to_metric_families
 
 from kube_l2tp import buildinfo, embedded
-from kube_l2tp.agent import standalone
+from kube_l2tp.agent.loop import Agent, AgentConfig, no_events
 from kube_l2tp.agent.serve import serve_metrics
-from kube_l2tp.agent.standalone import Agent, AgentConfig
+from kube_l2tp.agent.standalone import standalone_agent
 from kube_l2tp.agent.statestore import StateStore
 from kube_l2tp.api.reasons import Reason
 from kube_l2tp.core.state import ObservedTunnel
@@ -44,7 +44,7 @@ class BlockingKernel(FakeKernel):
 @pytest.fixture
 def agent(tmp_path: Path) -> Agent:
     config = AgentConfig("site-a", embedded.DIRECTORY, tmp_path / "state", resync_seconds=0.05)
-    return Agent(config, BlockingKernel(), StateStore(tmp_path / "state"))  # type: ignore[arg-type]
+    return standalone_agent(config, BlockingKernel(), StateStore(tmp_path / "state"), no_events)
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_per_session_series_can_be_turned_off(tmp_path: Path) -> None:
 
     config = AgentConfig("site-a", embedded.DIRECTORY, tmp_path / "state")
     kernel = FakeKernel()
-    a = Agent(config, kernel, StateStore(tmp_path / "state"))  # type: ignore[arg-type]
+    a = standalone_agent(config, kernel, StateStore(tmp_path / "state"), no_events)
     a.reconcile_once(Trigger.START)
 
     def dump() -> tuple[list, list]:  # type: ignore[type-arg]
@@ -184,7 +184,6 @@ def test_healthz_follows_the_loop_a_stuck_kernel_call_fails_it(
     """The loop runs for real (its resync every 50 ms); a dump that hangs stops its passes."""
     server = serve_metrics(agent, "127.0.0.1:0", lambda: ([], []), stale_after=0.5)
     port = server.server_address[1]
-    monkeypatch.setattr(standalone, "_subscribe", list)  # no netlink events on the host
     kernel = agent.kernel
     assert isinstance(kernel, BlockingKernel)
     loop = threading.Thread(target=agent.run, daemon=True)

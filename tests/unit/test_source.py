@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 
 from kube_l2tp import embedded
-from kube_l2tp.agent.source import LastGood
 from kube_l2tp.api.manifests import Document
+from kube_l2tp.core.lastgood import LastGood
 
 SEED = list(yaml.safe_load_all((embedded.DIRECTORY / "site-a.yaml").read_text()))
 

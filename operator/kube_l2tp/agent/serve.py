@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from kube_l2tp.agent.source import Snapshot
-from kube_l2tp.agent.standalone import Agent
+from kube_l2tp.agent.loop import Agent
 from kube_l2tp.core.desired import Desired
+from kube_l2tp.core.lastgood import Snapshot
 from kube_l2tp.core.liveness import Liveness
 from kube_l2tp.core.reconcile import Result
 from kube_l2tp.core.state import SessionCounters, TunnelCounters

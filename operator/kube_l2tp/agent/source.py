@@ -1,40 +1,44 @@
-"""Desired resources from a directory of manifests, safely.
+"""Where the loop's desired objects come from (Source), and the directory of manifests.
 
-A file caught half-written, or an object edited into an invalid state, must not read as "the
-user deleted it" and tear down a working pseudowire: the last valid version of each object is
-kept (and reported as such) until a valid one replaces it or the object really disappears.
+Each read goes through core.lastgood.LastGood: an invalid edit or a file caught half-written
+keeps the object's last valid version instead of reading as a delete.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Protocol
 
 from kube_l2tp.api import validation
-from kube_l2tp.api.model import Resources, Session, Tunnel
+from kube_l2tp.api.model import Resources
 from kube_l2tp.api.problems import Problem, Severity
+from kube_l2tp.core.lastgood import LastGood, Snapshot
+from kube_l2tp.core.reconcile import Result
 from kube_l2tp.core.triggers import Trigger
 from kube_l2tp.files import manifests
 
 
-@dataclass
-class Snapshot:
-    resources: Resources
-    problems: list[Problem] = field(default_factory=list)
-    stale: set[str] = field(default_factory=set)  # "Kind/name" kept from a last valid version
+class Reading(Protocol):
+    """One read of a source, and what the loop's later phases do with it in the same pass."""
 
-    @property
-    def unreadable(self) -> list[Problem]:
-        """Files or documents that could not be read or parsed (not objects that are invalid)."""
-        return [p for p in self.problems if p.severity is Severity.ERROR and not p.name]
+    def admit(self) -> Snapshot:
+        """Before anything is programmed: the desired objects (the API: those that carry this
+        node's finalizer, which this phase puts on)."""
+        ...
+
+    def report(self, result: Result) -> None:
+        """After the reconcile: tell the objects' owners (the API: status, Events, finalizers
+        of deleted objects released)."""
+        ...
 
 
 class Source(Protocol):
     """Where desired objects come from: a directory, or the API server."""
 
-    def load(self) -> Snapshot: ...
+    def read(self) -> Reading:
+        """The objects as they are now; no writes anywhere."""
+        ...
 
     def signature(self) -> Hashable:
         """Changes whenever the objects may have changed (polled by the agent's loop)."""
@@ -55,54 +59,6 @@ class Source(Protocol):
         ...
 
 
-class LastGood:
-    """Validation with memory, shared by every source.
-
-    - An object that fails validation keeps its last valid version (reported as stale) for as
-      long as it is still declared, so an invalid edit never reads as a delete.
-    - Established objects are validated first: when a newcomer collides with a running object
-      (the same tunnel id, port or interface name), the newcomer is the one refused.
-    """
-
-    def __init__(self) -> None:
-        self.kept: dict[str, Tunnel | Session] = {}
-
-    def select(self, docs: Iterable[manifests.Document]) -> Snapshot:
-        """Desired resources from ``docs`` (in order of precedence among newcomers), each
-        checked as it comes (a generator's bodies are dropped as they are checked)."""
-        return self.select_checked(validation.check_document(doc) for doc in docs)
-
-    def select_checked(
-        self, items: Iterable[validation.Checked], unread: Iterable[str] = ()
-    ) -> Snapshot:
-        """The same from documents already checked one by one (level 1), e.g. remembered.
-        ``unread``: subjects declared where a file could not be read this time; they keep
-        their last valid version, as invalid ones do."""
-        checked = list(items)
-        ordered = sorted(checked, key=lambda c: c.subject not in self.kept)  # stable
-        report = validation.combine(ordered)
-        bad = {f"{p.kind}/{p.name}" for p in report.errors}
-        declared = {c.subject for c in checked} | set(unread)
-        keep: dict[str, Tunnel | Session] = {}
-        stale: set[str] = set()
-        objects: list[Tunnel | Session] = [*report.resources.tunnels, *report.resources.sessions]
-        for obj in objects:
-            subject = f"{_kind(obj)}/{obj.name}"
-            if subject not in bad:
-                keep[subject] = obj
-        for subject in (bad | declared) - keep.keys():
-            if subject in self.kept and subject in declared:
-                keep[subject] = self.kept[subject]
-                stale.add(subject)
-        tunnels = tuple(o for o in keep.values() if isinstance(o, Tunnel))
-        names = {t.name for t in tunnels}
-        sessions = tuple(
-            o for o in keep.values() if isinstance(o, Session) and o.tunnel_ref in names
-        )
-        self.kept = keep  # stale entries already hold their last valid version
-        return Snapshot(Resources(tunnels, sessions), list(report.problems), stale)
-
-
 class ManifestSource:
     """A directory of manifest files, read file by file: a file that cannot be read or parsed
     is reported and keeps what it declared last (its objects stay programmed), and never
@@ -118,6 +74,9 @@ class ManifestSource:
 
     def ready(self) -> bool:
         return True
+
+    def read(self) -> Loaded:
+        return Loaded(self.load())
 
     def api_connected(self) -> bool | None:
         return None
@@ -160,5 +119,14 @@ class ManifestSource:
         return snapshot
 
 
-def _kind(obj: Tunnel | Session) -> str:
-    return "L2TPTunnel" if isinstance(obj, Tunnel) else "L2TPSession"
+class Loaded:
+    """A read of manifests: nothing to admit, nobody to report to (the CLI prints results)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def admit(self) -> Snapshot:
+        return self.snapshot
+
+    def report(self, result: Result) -> None:
+        del result

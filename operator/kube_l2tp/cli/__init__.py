@@ -137,12 +137,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     import logging  # noqa: PLC0415
 
     from kube_l2tp.agent.encryption import XfrmStep  # noqa: PLC0415
-    from kube_l2tp.agent.standalone import (  # noqa: PLC0415
-        Agent,
-        AgentConfig,
-        install_signal_handlers,
-        print_results,
-    )
+    from kube_l2tp.agent.events import kernel_events  # noqa: PLC0415
+    from kube_l2tp.agent.loop import AgentConfig, install_signal_handlers  # noqa: PLC0415
+    from kube_l2tp.agent.standalone import print_results, standalone_agent  # noqa: PLC0415
     from kube_l2tp.agent.statestore import StateError, StateStore  # noqa: PLC0415
     from kube_l2tp.core.state import KernelError  # noqa: PLC0415
     from kube_l2tp.netlink.kernel import Kernel  # noqa: PLC0415
@@ -178,9 +175,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         if cluster:  # this node's objects from the API server
             from kube_l2tp.agent.cluster import cluster_agent  # noqa: PLC0415
 
-            agent = cluster_agent(config, kernel, store)
+            agent = cluster_agent(config, kernel, store, kernel_events)
         else:
-            agent = Agent(config, kernel, store)
+            agent = standalone_agent(config, kernel, store, kernel_events)
         agent.xfrm = XfrmStep(Xfrm)  # opened only if a tunnel of the node is encrypted
         if args.metrics_bind_address not in ("", "off") and not args.once:
             from kube_l2tp.agent.serve import serve_metrics  # noqa: PLC0415

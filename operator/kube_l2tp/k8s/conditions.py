@@ -88,8 +88,10 @@ def peer_active(
     current: Mapping[str, Any] | None,
     observed_generation: int,
     last_transition_time: str | None = None,
+    now: str | None = None,
 ) -> dict[str, Any]:
-    """The PeerActive condition of a session from its liveness verdict.
+    """The PeerActive condition of a session from its liveness verdict (``now``: the
+    transition time of a condition that changes now; default the clock's).
 
     A verdict without evidence (Unknown: an agent restart or a re-created session starts the
     counters' history again) does not replace a known PeerActive/PeerSilent: the next window
@@ -102,6 +104,7 @@ def peer_active(
             NOT_PROGRAMMED,
             "the session is not in this node's kernel: no counters to judge the peer by",
             observed_generation,
+            now,
         )
     if verdict is not None and verdict.state in PEER_REASONS:
         status: Status = "True" if verdict.state is Liveness.ACTIVE else "False"
@@ -111,7 +114,7 @@ def peer_active(
             PEER_REASONS[verdict.state],
             verdict.message,
             observed_generation,
-            last_transition_time,
+            last_transition_time or now,
         )
     if current is not None and current.get("reason") in PEER_REASONS.values():
         return dict(current)
@@ -124,4 +127,5 @@ def peer_active(
         "no packet received yet, and not yet a whole window of sending without reply"
         f" ({verdict.message if verdict else NO_SAMPLES})",
         observed_generation,
+        now,
     )

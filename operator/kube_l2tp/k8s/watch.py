@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from kube_l2tp.api.crd import GROUP, VERSION
+from kube_l2tp.api.crd import GROUP, SESSION_KIND, TUNNEL_KIND, VERSION
 
 log = logging.getLogger("kube_l2tp.k8s")
 
@@ -156,3 +156,21 @@ class NodeCache(threading.Thread):
                     self.objects[name] = obj
             self.on_change(kind, obj)
         # The server closed the watch (its timeout): run() resumes it from _version.
+
+
+# (kind, event type or "LIST", the object or None), after caching
+OnChange = Callable[[str, str, dict[str, Any] | None], None]
+
+
+def node_caches(
+    api: client.CustomObjectsApi, node: str, on_change: OnChange
+) -> tuple[NodeCache, NodeCache]:
+    """This node's L2TPTunnel and L2TPSession caches (not started)."""
+
+    def on(kind: str) -> Callable[[str, dict[str, Any] | None], None]:
+        return lambda event, obj: on_change(kind, event, obj)
+
+    return (
+        NodeCache(api, "l2tptunnels", node, on(TUNNEL_KIND)),
+        NodeCache(api, "l2tpsessions", node, on(SESSION_KIND)),
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from kube_l2tp.api.crd import GROUP, VERSION
 from kube_l2tp.api.reasons import Reason
 from kube_l2tp.k8s import conditions
 from kube_l2tp.k8s.finalizers import node_finalizer
+from kube_l2tp.k8s.view import ApiObject
 
 log = logging.getLogger("kube_l2tp.k8s")
 
@@ -33,7 +35,7 @@ class _Written:
 
     versions: set[str]  # the versions our writes were based on and the ones they produced
     latest: str  # the version our last write produced
-    status: dict[str, Any] | None = None
+    status: Mapping[str, Any] | None = None
     finalized: bool | None = None  # whether our last finalizer write left our finalizer on
 
 
@@ -46,47 +48,43 @@ class Writer:
         self.writes = 0
         self._written: dict[tuple[str, str], _Written] = {}  # (kind, name) -> our last writes
 
-    def add_finalizer(self, kind: str, obj: dict[str, Any]) -> bool:
+    def add_finalizer(self, obj: ApiObject) -> bool:
         """Before the agent programs an object: deleting it must first clean this node's kernel."""
-        meta = obj["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if meta.get("deletionTimestamp") or self.finalized(kind, obj):
+        if obj.deleting or self.finalized(obj):
             return True
-        others = [f for f in finalizers if f != self.finalizer]
-        return self._patch_meta(kind, meta, [*others, self.finalizer])
+        others = [f for f in obj.finalizers if f != self.finalizer]
+        return self._patch_meta(obj, [*others, self.finalizer])
 
-    def remove_finalizer(self, kind: str, obj: dict[str, Any]) -> bool:
-        meta = obj["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if not self.finalized(kind, obj):
+    def remove_finalizer(self, obj: ApiObject) -> bool:
+        if not self.finalized(obj):
             return True
-        return self._patch_meta(kind, meta, [f for f in finalizers if f != self.finalizer])
+        return self._patch_meta(obj, [f for f in obj.finalizers if f != self.finalizer])
 
-    def finalized(self, kind: str, obj: dict[str, Any]) -> bool:
+    def finalized(self, obj: ApiObject) -> bool:
         """Whether the object has this node's finalizer, counting our writes the cache lacks."""
-        written = self._since(kind, obj)
+        written = self._since(obj)
         if written is not None and written.finalized is not None:
             return written.finalized
-        return self.finalizer in (obj["metadata"].get("finalizers") or [])
+        return self.finalizer in obj.finalizers
 
-    def _patch_meta(self, kind: str, meta: dict[str, Any], finalizers: list[str]) -> bool:
+    def _patch_meta(self, obj: ApiObject, finalizers: list[str]) -> bool:
         # The resourceVersion makes it a compare-and-swap: a concurrent change makes it fail
         # (409) instead of dropping another controller's finalizer.
-        body = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version}}
         try:
             answer = self.api.patch_cluster_custom_object(
-                GROUP, VERSION, PLURALS[kind], meta["name"], body
+                GROUP, VERSION, PLURALS[obj.kind], obj.name, body
             )
         except ApiException as exc:
-            log.info("%s/%s: finalizer update deferred: %s", kind, meta["name"], exc.reason)
+            log.info("%s: finalizer update deferred: %s", obj.subject, exc.reason)
             return False
         self.writes += 1
-        self._wrote(kind, meta, answer).finalized = self.finalizer in finalizers
+        self._wrote(obj, answer).finalized = self.finalizer in finalizers
         return True
 
-    def status(self, kind: str, obj: dict[str, Any], status: dict[str, Any]) -> None:
+    def status(self, obj: ApiObject, status: Mapping[str, Any]) -> None:
         """Merge-patch /status when it differs from what the object already says."""
-        current = self.current_status(kind, obj)
+        current = self.current_status(obj)
         merged = dict(current)
         merged.update(status)
         merged["conditions"] = current.get("conditions") or []
@@ -94,37 +92,35 @@ class Writer:
             merged["conditions"] = conditions.merge(merged["conditions"], cond)
         if _same(current, merged):
             return
-        meta = obj["metadata"]
         try:
             answer = self.api.patch_cluster_custom_object_status(
-                GROUP, VERSION, PLURALS[kind], meta["name"], {"status": merged}
+                GROUP, VERSION, PLURALS[obj.kind], obj.name, {"status": merged}
             )
         except ApiException as exc:
-            log.info("%s/%s: status update deferred: %s", kind, meta["name"], exc.reason)
+            log.info("%s: status update deferred: %s", obj.subject, exc.reason)
             return
         self.writes += 1
-        self._wrote(kind, meta, answer).status = merged
+        self._wrote(obj, answer).status = merged
 
-    def seen(self, kind: str, obj: dict[str, Any]) -> bool:
+    def seen(self, obj: ApiObject) -> bool:
         """Whether this copy of the object is one of our writes' results, or the copy a write of
         ours was based on: a watch event bringing it back tells the agent nothing new."""
-        written = self._written.get((kind, obj["metadata"]["name"]))
-        return written is not None and obj["metadata"].get("resourceVersion") in written.versions
+        written = self._written.get((obj.kind, obj.name))
+        return written is not None and obj.resource_version in written.versions
 
-    def current_status(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    def current_status(self, obj: ApiObject) -> Mapping[str, Any]:
         """The object's status as the server has it, counting our writes the cache lacks
         (comparing with a lagging copy would write the same status twice)."""
-        written = self._since(kind, obj)
+        written = self._since(obj)
         if written is not None and written.status is not None:
             return written.status
-        cached: dict[str, Any] = obj.get("status") or {}
-        return cached
+        return obj.status
 
-    def _since(self, kind: str, obj: dict[str, Any]) -> _Written | None:
+    def _since(self, obj: ApiObject) -> _Written | None:
         """Our writes to this object, if the copy given cannot show anything newer."""
-        key = (kind, obj["metadata"]["name"])
+        key = (obj.kind, obj.name)
         written = self._written.get(key)
-        version = obj["metadata"].get("resourceVersion")
+        version = obj.resource_version
         if written is None or version in written.versions:
             if written is not None and version == written.latest:
                 written.versions = {version}  # caught up: older versions will not come back
@@ -132,11 +128,11 @@ class Writer:
         del self._written[key]  # someone else wrote after us: the copy is the truth now
         return None
 
-    def _wrote(self, kind: str, meta: dict[str, Any], answer: Any) -> _Written:
-        key = (kind, meta["name"])
+    def _wrote(self, obj: ApiObject, answer: Any) -> _Written:
+        key = (obj.kind, obj.name)
         after = answer.get("metadata") if isinstance(answer, dict) else None
         latest = str((after or {}).get("resourceVersion", ""))
-        based_on = str(meta.get("resourceVersion", ""))
+        based_on = obj.resource_version
         written = self._written.get(key)
         if written is None:
             written = self._written[key] = _Written({based_on}, latest)
@@ -144,14 +140,11 @@ class Writer:
         written.latest = latest
         return written
 
-    def event(
-        self, kind: str, obj: dict[str, Any], reason: Reason, message: str, warning: bool
-    ) -> None:
-        meta = obj["metadata"]
+    def event(self, obj: ApiObject, reason: Reason, message: str, warning: bool) -> None:
         body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}."),
+            metadata=client.V1ObjectMeta(generate_name=f"{obj.name}."),
             involved_object=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}", kind=kind, name=meta["name"], uid=meta.get("uid")
+                api_version=f"{GROUP}/{VERSION}", kind=obj.kind, name=obj.name, uid=obj.uid
             ),
             reason=str(reason),
             message=message[:1024],
@@ -165,13 +158,13 @@ class Writer:
             self.core.create_namespaced_event(EVENT_NAMESPACE, body)
             self.writes += 1
         except ApiException as exc:
-            log.info("event for %s/%s not posted: %s", kind, meta["name"], exc.reason)
+            log.info("event for %s not posted: %s", obj.subject, exc.reason)
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Equal apart from condition transition times (kept by conditions.merge anyway)."""
 
-    def strip(s: dict[str, Any]) -> dict[str, Any]:
+    def strip(s: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(s)
         out["conditions"] = [
             {k: v for k, v in c.items() if k != "lastTransitionTime"}
