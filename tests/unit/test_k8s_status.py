@@ -8,6 +8,7 @@ import pytest
 
 from kube_l2tp.api.model import Resources, Session, Tunnel
 from kube_l2tp.api.problems import Problem, Severity
+from kube_l2tp.api.reasons import Reason
 from kube_l2tp.core.desired import Owned
 from kube_l2tp.core.liveness import Liveness, PeerVerdict
 from kube_l2tp.core.reconcile import ObjectResult, Result
@@ -41,7 +42,16 @@ def live(*tunnel_ids: int) -> Resources:
 
 
 PROGRAMMED = ObjectResult(
-    "L2TPSession/s", True, "Programmed", "ok", "l2tpeth0", 7, 1446, ("offset",), "none", "noqueue"
+    "L2TPSession/s",
+    True,
+    Reason.PROGRAMMED,
+    "ok",
+    "l2tpeth0",
+    7,
+    1446,
+    ("offset",),
+    "none",
+    "noqueue",
 )
 
 
@@ -58,7 +68,7 @@ def ready_of(st: dict[str, Any]) -> tuple[str, str, str]:
         (
             [tunnel("t", 3000)],
             Selection(live(3000)),
-            {"L2TPTunnel/t": ObjectResult("L2TPTunnel/t", True, "Programmed", "ok")},
+            {"L2TPTunnel/t": ObjectResult("L2TPTunnel/t", True, Reason.PROGRAMMED, "ok")},
             {"L2TPTunnel/t": ("True", "Programmed", "ok")},
         ),
         # invalid, and running on its last valid version
@@ -69,7 +79,7 @@ def ready_of(st: dict[str, Any]) -> tuple[str, str, str]:
                 {"L2TPTunnel/t": Problem(Severity.ERROR, "L2TPTunnel", "t", "spec.x", "bad")},
                 frozenset({"L2TPTunnel/t"}),
             ),
-            {"L2TPTunnel/t": ObjectResult("L2TPTunnel/t", True, "Programmed", "ok")},
+            {"L2TPTunnel/t": ObjectResult("L2TPTunnel/t", True, Reason.PROGRAMMED, "ok")},
             {
                 "L2TPTunnel/t": (
                     "False",
@@ -85,7 +95,7 @@ def ready_of(st: dict[str, Any]) -> tuple[str, str, str]:
                 Resources(),
                 {
                     "L2TPTunnel/t": Problem(
-                        Severity.ERROR, "L2TPTunnel", "t", "", "taken", reason="Conflict"
+                        Severity.ERROR, "L2TPTunnel", "t", "", "taken", reason=Reason.CONFLICT
                     )
                 },
             ),
@@ -182,7 +192,7 @@ ACTIVE = PeerVerdict(Liveness.ACTIVE, 1.0, "packets arrive")
 )
 def test_peer_active(peer: Peer | None, programmed: bool, expected: tuple[str, str, str]) -> None:
     view = ClusterView.of([tunnel("t", 3000)], [session("s", "t", 1)])
-    r = PROGRAMMED if programmed else ObjectResult("L2TPSession/s", False, "Progressing", "")
+    r = PROGRAMMED if programmed else ObjectResult("L2TPSession/s", False, Reason.PROGRESSING, "")
     peers = {"L2TPSession/s": peer} if peer else {}
     built = status.build(
         view, Selection(live(3000)), Result(results={r.subject: r}), Owned(), "n", peers, NOW
