@@ -1,4 +1,4 @@
-"""The in-cluster agent: the standalone agent's loop, fed by the API server instead of a directory.
+"""The in-cluster agent: agent.loop's Agent, fed by the API server instead of a directory.
 
 - Only this node's objects arrive (server-side field selector on spec.nodeName, see k8s.watch).
 - An object gets this node's finalizer before it is programmed, and loses it only once the
