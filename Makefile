@@ -46,9 +46,10 @@ unit: venv deps tools
 	$(BIN)/pytest tests/unit
 
 # kube-apiserver and etcd built from pinned Go modules (tests/k8s-bin), cached under
-# ~/.cache/kube-l2tp/k8s-bin: long the first time on a machine, instant after.
+# ~/.cache/kube-l2tp/k8s-bin: long the first time on a machine, instant after. .cache/k8s-bin
+# links to the build, for the VM (its HOME is not the host's) and the control-plane benchmark.
 k8s-bin:
-	bash scripts/build-k8s-bin.sh >/dev/null
+	mkdir -p .cache && dir=$$(bash scripts/build-k8s-bin.sh) && ln -sfn "$$dir" .cache/k8s-bin
 
 # Against a real kube-apiserver + etcd on loopback (no root, no VM): the CRDs, kubectl, the chart,
 # RBAC and node isolation, webhooks, the in-cluster agent, the operator; then the API emulator's
@@ -70,7 +71,7 @@ image:
 # boot each; KERNEL=6.1 or KERNEL=6.12 selects one. Every kernel runs even if one fails; any failure
 # (a test, a kernel that cannot be fetched or booted) fails the target.
 KERNELS = $(or $(KERNEL),$(shell bash scripts/kernels.sh list))
-kernel: venv deps tools image
+kernel: venv deps tools image k8s-bin
 	@rc=0; summary=; for k in $(KERNELS); do start=$$(date +%s); \
 	  KERNEL=$$k bash scripts/vm.sh tests/kernel/run-in-guest.sh; r=$$?; ((r)) && rc=1; \
 	  summary+="kernel suite on $$k: exit $$r, $$(( $$(date +%s) - start )) s"$$'\n'; done; \
@@ -86,7 +87,7 @@ demo: venv deps
 # tests/bench/make-bench.sh). Default N: 100, 1000 and 4000 (the issue's), every part; e.g.
 # ARGS="1000 4000 --parts kernel,linkcost" for less. 4 GiB: 4000 up interfaces alone hold about
 # 0.5 GB of kernel memory. Every kernel runs even if one fails; any failure fails the target.
-bench: venv deps
+bench: venv deps k8s-bin
 	@rc=0; for k in $(KERNELS); do bash tests/bench/make-bench.sh $$k $(ARGS) || rc=1; done; exit $$rc
 
 clean:

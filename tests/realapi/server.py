@@ -26,7 +26,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +120,10 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def make_pki(directory: Path) -> None:
-    """ca.crt, server.{crt,key}, admin.{crt,key}, sa.{key,pub} in ``directory``."""
+def make_pki(directory: Path, server_ips: Sequence[str] = ()) -> None:
+    """ca.crt, server.{crt,key}, admin.{crt,key}, sa.{key,pub} in ``directory``; the server's
+    certificate names 127.0.0.1 and ``server_ips`` (addresses other network namespaces reach it
+    by)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
     ca_name = _name("kube-l2tp-test-ca")
@@ -133,7 +135,7 @@ def make_pki(directory: Path) -> None:
         ca_name,
         ca_key,
         sans=[
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            *(x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", *server_ips)),
             x509.DNSName("localhost"),
             x509.DNSName("kubernetes.default.svc"),
         ],
@@ -181,8 +183,22 @@ _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 class RealApiServer:
     """etcd + kube-apiserver on 127.0.0.1 with a fresh data directory; a context manager."""
 
-    def __init__(self, workdir: Path, bin_dir: Path | None = None, log: Any = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        bin_dir: Path | None = None,
+        log: Any = None,
+        *,
+        bind: str = "127.0.0.1",
+        server_ips: Sequence[str] = (),
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        """``bind`` and ``server_ips``: for clients in other network namespaces (the VM's
+        end-to-end test: bind 0.0.0.0, the certificate naming the addresses they connect to)."""
         self.workdir = workdir
+        self.bind = bind
+        self.server_ips = tuple(server_ips)
+        self.start_timeout = start_timeout  # longer under emulation (TCG)
         self.bin_dir = bin_dir
         self.pki = workdir / "pki"
         self.kubeconfig = workdir / "kubeconfig"
@@ -217,7 +233,7 @@ class RealApiServer:
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         self.workdir.mkdir(parents=True)
-        make_pki(self.pki)
+        make_pki(self.pki, self.server_ips)
         self._etcd_port = free_port()
         self.port = free_port()
         self._start_etcd()
@@ -248,7 +264,7 @@ class RealApiServer:
     @staticmethod
     def _etcd_healthy(client: str) -> bool:
         try:
-            return requests.get(f"{client}/health", timeout=2).json().get("health") == "true"
+            return bool(requests.get(f"{client}/health", timeout=2).json().get("health") == "true")
         except (requests.RequestException, ValueError):
             return False
 
@@ -258,7 +274,7 @@ class RealApiServer:
         return [
             str(self.bin_dir / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{self._etcd_port}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={self.bind}",
             "--advertise-address=127.0.0.1",
             f"--secure-port={self.port}",
             f"--tls-cert-file={pki / 'server.crt'}",
@@ -303,12 +319,14 @@ class RealApiServer:
             log.close()
 
     def _wait(self, ok: Any, proc: subprocess.Popen[bytes] | None, log: str, what: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         while not ok():
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"{what} exited ({proc.returncode}):\n{self.log_tail(log)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} not ready in {START_TIMEOUT} s:\n{self.log_tail(log)}")
+                raise RuntimeError(
+                    f"{what} not ready in {self.start_timeout:.0f} s:\n{self.log_tail(log)}"
+                )
             time.sleep(0.1)
 
     def log_tail(self, name: str, lines: int = 40) -> str:
@@ -336,6 +354,11 @@ class RealApiServer:
         """kube-apiserver again, same port, same store (as after a restart of the process)."""
         if self._apiserver is None:
             self._start_apiserver()
+
+    def processes(self) -> dict[str, int]:
+        """The running server processes' ids, by name (to read their memory from /proc)."""
+        procs = {"etcd": self._etcd, "kube-apiserver": self._apiserver}
+        return {name: p.pid for name, p in procs.items() if p is not None and p.poll() is None}
 
     @contextlib.contextmanager
     def outage(self) -> Iterator[None]:
@@ -381,7 +404,7 @@ class RealApiServer:
             self._bearer = s
         return self._bearer
 
-    def kubeconfig_dict(self, user: dict[str, Any]) -> dict[str, Any]:
+    def kubeconfig_dict(self, user: dict[str, Any], server: str | None = None) -> dict[str, Any]:
         return {
             "apiVersion": "v1",
             "kind": "Config",
@@ -389,7 +412,7 @@ class RealApiServer:
                 {
                     "name": "real",
                     "cluster": {
-                        "server": self.url,
+                        "server": server or self.url,
                         "certificate-authority": str(self.pki / "ca.crt"),
                     },
                 }
@@ -399,8 +422,11 @@ class RealApiServer:
             "current-context": "real",
         }
 
-    def write_kubeconfig(self, path: Path, token: str | None = None) -> Path:
-        """Admin's (client certificate), or one that authenticates with ``token``."""
+    def write_kubeconfig(
+        self, path: Path, token: str | None = None, server: str | None = None
+    ) -> Path:
+        """Admin's (client certificate), or one that authenticates with ``token``; ``server``:
+        another URL of this server (one of ``server_ips``) instead of 127.0.0.1's."""
         user: dict[str, Any] = (
             {"token": token}
             if token
@@ -409,7 +435,7 @@ class RealApiServer:
                 "client-key": str(self.pki / "admin.key"),
             }
         )
-        path.write_text(yaml.safe_dump(self.kubeconfig_dict(user)))
+        path.write_text(yaml.safe_dump(self.kubeconfig_dict(user, server)))
         return path
 
     def submit(
