@@ -13,7 +13,7 @@ A converged system yields an empty plan: a restart makes zero kernel writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import ClassVar
@@ -379,10 +379,7 @@ def _sessions(
     links: dict[tuple[int, int], tuple[str, ObservedLink | None]] = {}
     gone = {a.tunnel_id for a in plan.actions if isinstance(a, DeleteTunnel)}
     gone |= {t for t, s in owned.deleting if s == 0}
-    session_links: dict[str, list[tuple[int, int]]] = {}  # device name -> sessions naming it
-    for k, s in observed.sessions.items():
-        if s.config.ifname:
-            session_links.setdefault(s.config.ifname, []).append(k)
+    session_links = _session_links(observed)  # device name -> sessions naming it
     for key in sorted(owned.sessions - desired.sessions.keys()):
         if key in observed.sessions and key[0] not in gone and key not in owned.deleting:
             device = observed.sessions[key].config.ifname or ""
@@ -397,88 +394,167 @@ def _sessions(
             )
     for key, want in sorted(desired.sessions.items()):
         subject = session_subject(want.name)
-        tunnel = desired.tunnels[key[0]]
-        depends = tunnel_subject(tunnel.name)
         if key[0] not in live:
             plan.pending.add(subject)
             continue
         have = observed.sessions.get(key)
-        if key in owned.deleting:
-            plan.pending.add(subject)  # our delete is still in progress in the kernel
-            continue
-        creating = key[0] not in observed.tunnels or have is None
-        if have is not None and key not in owned.sessions:
-            plan.findings.append(
-                Finding(
-                    subject,
-                    Reason.CONFLICT,
-                    f"session {key[1]} already exists in tunnel {key[0]} and was not created by"
-                    " kube-l2tp: delete it or choose another sessionID",
+        match plan_session(want.config, have, owned, observed, session_links):
+            case Keep(ifname=ifname) | Modify(ifname=ifname) as kept:  # the most common first
+                if isinstance(kept, Modify):
+                    why = "sequencing changed"
+                    plan.add(ModifySession(subject=subject, why=why, config=want.config))
+                elif kept.note:
+                    plan.notes[subject] = kept.note
+                links[key] = (ifname, observed.links.get(ifname))
+            case Pending():
+                plan.pending.add(subject)
+            case Conflict(message=message):
+                plan.findings.append(Finding(subject, Reason.CONFLICT, message))
+            case Create(why=why):
+                depends = tunnel_subject(desired.tunnels[key[0]].name)
+                plan.add(
+                    CreateSession(subject=subject, why=why, depends=depends, config=want.config)
                 )
-            )
-            continue
-        if creating:
-            name = want.config.ifname
-            holders = [k for k in session_links.get(name or "", ()) if k != key]
-            holder = holders[0] if holders else None
-            if name and name in owned.deleting_links:
-                plan.pending.add(subject)  # the device of a session we deleted is still going
-                continue
-            if holder is not None and all(k in owned.sessions for k in holders):
-                plan.pending.add(subject)  # another session of ours has it: it is being replaced
-                continue
-            if name and name in observed.links:
-                whose = (
-                    f"the device of session {holder[1]} in tunnel {holder[0]}, which"
-                    if holder is not None
-                    else "an interface"
-                )
-                plan.findings.append(
-                    Finding(
-                        subject,
-                        Reason.CONFLICT,
-                        f"interface name {name} is taken by {whose} kube-l2tp did not"
-                        " create: rename or delete it, or choose another interfaceName",
-                    )
-                )
-                continue
-            why = "missing (deleted outside the agent)" if key in owned.sessions else "declared"
-            plan.add(CreateSession(subject=subject, why=why, depends=depends, config=want.config))
-            if name:
-                links[key] = (name, None)  # a fresh link: planned right away
-            else:
-                plan.pending.add(subject)  # the kernel picks the name; plan it next round
-            continue
-        assert have is not None
-        changed = session_changes(want.config, have.config, owned.l2spec.get(key))
-        ifname = have.config.ifname or ""
-        own = _own_device(ifname, key, observed, owned, session_links)
-        if not own:
-            # Deleted or renamed outside the agent: the session lives on without its device
-            # (l2tp_eth_dev_uninit) and only a new session gets a new one. A link that took
-            # the name since (another kind, another index) is someone else's: never touched.
-            changed.append("interface deleted or renamed outside the agent")
-        if changed:
-            plan.add(
-                DeleteSession(
-                    subject=subject,
-                    why=f"replace: {', '.join(changed)} changed",
-                    key=key,
-                    links=(ifname,) if own else (),
-                )
-            )
-            plan.pending.add(subject)
-            continue
-        if _kernel_turned_send_seq_off(want.config, have.config, owned.seq.get(key)):
-            plan.notes[subject] = (
-                "sequencing: the kernel stopped sending sequence numbers because the peer sends"
-                " frames without them (LAC mode, RFC 3931 5.4); kube-l2tp leaves it so: configure"
-                " the peer to number its frames, or declare sequencing none or recv"
-            )
-        elif _seq_differs(want.config, have.config, owned.seq.get(key)):
-            plan.add(ModifySession(subject=subject, why="sequencing changed", config=want.config))
-        links[key] = (ifname, observed.links.get(ifname))
+                if want.config.ifname:
+                    links[key] = (want.config.ifname, None)  # a fresh link: planned right away
+                else:
+                    plan.pending.add(subject)  # the kernel picks the name; plan it next round
+            case Replace(changed=changed, links=devices):
+                why = f"replace: {', '.join(changed)} changed"
+                plan.add(DeleteSession(subject=subject, why=why, key=key, links=devices))
+                plan.pending.add(subject)
     return links
+
+
+@dataclass(frozen=True)
+class Create:
+    """Create the session (absent from the kernel)."""
+
+    why: str  # for people: "declared", or "missing (deleted outside the agent)"
+
+
+@dataclass(frozen=True)
+class Replace:
+    """Delete the session now, create it in a later round: ``changed`` cannot change in place."""
+
+    changed: tuple[str, ...]
+    links: tuple[str, ...]  # its device, when it is the agent's (goes with it, asynchronously)
+
+
+@dataclass(frozen=True)
+class Modify:
+    """Set sequencing in place (SESSION_MODIFY); the device ``ifname`` is planned as usual."""
+
+    ifname: str
+
+
+@dataclass(frozen=True)
+class Keep:
+    """As declared (or as the kernel deliberately left it: ``note`` says so)."""
+
+    ifname: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Something kube-l2tp did not create holds the session id or the interface name."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Nothing to do this round: wait for the kernel to finish something first."""
+
+    why: str
+
+
+SessionDecision = Create | Replace | Modify | Keep | Conflict | Pending
+
+SEND_SEQ_OFF_NOTE = (
+    "sequencing: the kernel stopped sending sequence numbers because the peer sends"
+    " frames without them (LAC mode, RFC 3931 5.4); kube-l2tp leaves it so: configure"
+    " the peer to number its frames, or declare sequencing none or recv"
+)
+
+
+def plan_session(
+    want: SessionConfig,
+    have: ObservedSession | None,
+    owned: Owned,
+    observed: Observed,
+    holders: Mapping[str, Sequence[SessionKey]] | None = None,
+) -> SessionDecision:
+    """What one declared session needs, on a tunnel that is (or is being made) as declared.
+
+    ``have`` is the kernel's session of the same ids; ``holders`` maps each device name the
+    kernel's sessions report to those sessions (computed from ``observed`` when not given: a
+    plan passes it once for all sessions).
+    """
+    key = (want.tunnel_id, want.session_id)
+    if holders is None:
+        holders = _session_links(observed)
+    if key in owned.deleting:
+        return Pending("our delete of it is still in progress in the kernel")
+    if have is not None and key not in owned.sessions:
+        return Conflict(
+            f"session {key[1]} already exists in tunnel {key[0]} and was not created by"
+            " kube-l2tp: delete it or choose another sessionID"
+        )
+    if key[0] not in observed.tunnels or have is None:
+        return _create(want, key, owned, observed, holders)
+    changed = session_changes(want, have.config, owned.l2spec.get(key))
+    ifname = have.config.ifname or ""
+    own = _own_device(ifname, key, observed, owned, holders)
+    if not own:
+        # Deleted or renamed outside the agent: the session lives on without its device
+        # (l2tp_eth_dev_uninit) and only a new session gets a new one. A link that took
+        # the name since (another kind, another index) is someone else's: never touched.
+        changed.append("interface deleted or renamed outside the agent")
+    if changed:
+        return Replace(tuple(changed), (ifname,) if own else ())
+    if _kernel_turned_send_seq_off(want, have.config, owned.seq.get(key)):
+        return Keep(ifname, SEND_SEQ_OFF_NOTE)
+    if _seq_differs(want, have.config, owned.seq.get(key)):
+        return Modify(ifname)
+    return Keep(ifname)
+
+
+def _create(
+    want: SessionConfig,
+    key: SessionKey,
+    owned: Owned,
+    observed: Observed,
+    holders: Mapping[str, Sequence[SessionKey]],
+) -> Create | Conflict | Pending:
+    name = want.ifname
+    others = [k for k in holders.get(name or "", ()) if k != key]
+    holder = others[0] if others else None
+    if name and name in owned.deleting_links:
+        return Pending(f"the device {name} of a session kube-l2tp deleted is still going")
+    if holder is not None and all(k in owned.sessions for k in others):
+        return Pending(f"another session of kube-l2tp has {name}: it is being replaced")
+    if name and name in observed.links:
+        whose = (
+            f"the device of session {holder[1]} in tunnel {holder[0]}, which"
+            if holder is not None
+            else "an interface"
+        )
+        return Conflict(
+            f"interface name {name} is taken by {whose} kube-l2tp did not"
+            " create: rename or delete it, or choose another interfaceName"
+        )
+    return Create("missing (deleted outside the agent)" if key in owned.sessions else "declared")
+
+
+def _session_links(observed: Observed) -> dict[str, list[SessionKey]]:
+    """Device name -> the kernel's sessions that report it."""
+    out: dict[str, list[SessionKey]] = {}
+    for k, s in observed.sessions.items():
+        if s.config.ifname:
+            out.setdefault(s.config.ifname, []).append(k)
+    return out
 
 
 def _own_device(
@@ -486,7 +562,7 @@ def _own_device(
     key: tuple[int, int],
     observed: Observed,
     owned: Owned,
-    session_links: dict[str, list[tuple[int, int]]],
+    session_links: Mapping[str, Sequence[SessionKey]],
 ) -> bool:
     """Whether the link named like session ``key``'s device is that device.
 
@@ -497,7 +573,8 @@ def _own_device(
     link = observed.links.get(ifname)
     if link is None or link.kind not in ("", "l2tp"):
         return False
-    if session_links.get(ifname, [key]) != [key]:
+    named = session_links.get(ifname)
+    if named is not None and (len(named) != 1 or named[0] != key):
         return False
     known = owned.ifindex.get(ifname)
     return known is None or known == link.index
