@@ -11,7 +11,7 @@ what the agent would have made), then times, best of REPEAT, in that namespace:
   registry, then metrics.kernel.KernelMetrics on its own socket), without HTTP;
 - first: the first such render (the label cache is empty);
 - its parts: the two dumps (kernel and recv), decoding the counters, writing the kernel text;
-- reference: metrics.kernel.KernelCollector through prometheus_client's generate_latest, on
+- reference: support.oracles_metrics.KernelCollector through prometheus_client's generate_latest, on
   L2tp.dump_tunnels/dump_sessions (what served before KernelMetrics);
 - ip: `ip -s l2tp show session` in the same namespace.
 
@@ -38,20 +38,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
+sys.path.insert(0, str(Path(__file__).parent.parent))  # tests/: support
 from helpers import in_netns, ip_batch
 
 from bench import NODE, ip_commands, namespace, resources
 from kube_l2tp.agent.serve import Metrics
 from kube_l2tp.core.desired import desired_state
 from kube_l2tp.metrics.agent import AgentMetrics
-from kube_l2tp.metrics.kernel import KernelCollector, KernelMetrics, Names, metric_names
-from kube_l2tp.netlink.l2tp import (
-    L2TP_CMD_SESSION_GET,
-    L2TP_CMD_TUNNEL_GET,
-    L2tp,
-    decode_session_counters,
-    decode_tunnel_counters,
-)
+from kube_l2tp.metrics.kernel import KernelMetrics, Names, metric_names
+from kube_l2tp.netlink.l2tp import L2tp
+from kube_l2tp.netlink.l2tp.attrs import L2tpCmd
+from kube_l2tp.netlink.l2tp.fastpath import decode_session_counters, decode_tunnel_counters
+from support.oracles_metrics import KernelCollector
 
 REPEAT = 5
 
@@ -95,7 +93,9 @@ def bench_scrape(n: int, profile: bool = False) -> dict[str, float]:
                 )
 
             def dump() -> tuple[list[bytes], list[bytes]]:
-                return l2tp.dump_raw(L2TP_CMD_TUNNEL_GET), l2tp.dump_raw(L2TP_CMD_SESSION_GET)
+                return l2tp.dump_raw(L2tpCmd.L2TP_CMD_TUNNEL_GET), l2tp.dump_raw(
+                    L2tpCmd.L2TP_CMD_SESSION_GET
+                )
 
             out["dump"] = best(dump)
             tunnel_raw, session_raw = dump()

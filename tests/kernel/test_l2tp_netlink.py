@@ -20,14 +20,10 @@ import pytest
 from helpers import NetnsFactory, TwoSites, in_netns, ip, ip_batch, ip_json, link, run
 
 from kube_l2tp.core.state import KernelError, Outcome, SessionConfig, Stats, TunnelConfig
-from kube_l2tp.netlink.l2tp import (
-    L2TP_CMD_SESSION_GET,
-    L2tp,
-    L2tpEvent,
-    L2tpEvents,
-    decode_sessions,
-    decode_sessions_pyroute2,
-)
+from kube_l2tp.netlink.l2tp import L2tp, L2tpEvent, L2tpEvents
+from kube_l2tp.netlink.l2tp.attrs import L2tpCmd
+from kube_l2tp.netlink.l2tp.fastpath import decode_sessions
+from support.oracles_l2tp import decode_sessions_pyroute2
 
 SEED_TUNNEL = TunnelConfig(3000, 4000, "udp", "192.0.2.1", "192.0.2.2", 5000, 6000)
 SEED_SESSION = SessionConfig(
@@ -468,7 +464,7 @@ def test_scrape_of_1000_sessions_is_within_2x_of_ip(
     t_start = best_of_3(["ip", "-V"])
     with l2tp_in(ours) as l2tp:
         t_scrape = min(timed(l2tp.dump_sessions)[0] for _ in range(3))
-        t_raw, raw = timed(lambda: l2tp.dump_raw(L2TP_CMD_SESSION_GET))
+        t_raw, raw = timed(lambda: l2tp.dump_raw(L2tpCmd.L2TP_CMD_SESSION_GET))
         scraped = l2tp.dump_sessions()
     assert isinstance(raw, list)
     t_struct, fast = timed(lambda: decode_sessions(raw))

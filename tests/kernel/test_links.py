@@ -223,7 +223,7 @@ def _link_local(ns: str, ifname: str) -> list[str]:
 
 def test_addr_gen_mode_none_means_no_link_local(links: Links, ns: str) -> None:
     _veth(ns)
-    links.set_addr_gen_mode_none("veth0")
+    links.set_addr_gen_mode("veth0", "none")
     assert link(ns, "veth0")["inet6_addr_gen_mode"] == "none"
     assert link(ns, "veth1")["inet6_addr_gen_mode"] == "eui64"
     links.set_link("veth0", up=True)
@@ -285,7 +285,7 @@ def test_missing_links_are_not_found(links: Links) -> None:
         lambda: links.delete_link("ghost"),
         lambda: links.set_master("ghost", None),
         lambda: links.add_address("ghost", Address("192.0.2.1/24")),
-        lambda: links.set_addr_gen_mode_none("ghost"),
+        lambda: links.set_addr_gen_mode("ghost", "none"),
     ]
     for call in calls:
         with pytest.raises(KernelError) as excinfo:

@@ -42,14 +42,13 @@ from kube_l2tp.metrics.kernel import (
     COUNTERS,
     SLICE,
     CounterDump,
-    Dump,
-    KernelCollector,
     KernelMetrics,
     Names,
     SessionKey,
     escape,
     metric_names,
 )
+from support.oracles_metrics import Dump, KernelCollector
 
 Peers = Callable[[], Mapping[SessionKey, Liveness]]
 

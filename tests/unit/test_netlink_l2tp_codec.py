@@ -25,30 +25,37 @@ from kube_l2tp.core.state import (
     TunnelConfig,
     TunnelCounters,
 )
-from kube_l2tp.netlink import l2tp as nl
-from kube_l2tp.netlink.l2tp import (
-    L2TP_CMD_SESSION_CREATE,
-    L2TP_CMD_SESSION_GET,
-    L2TP_CMD_TUNNEL_CREATE,
-    L2TP_CMD_TUNNEL_GET,
-    L2tp,
-    L2tpEvent,
-    L2tpEvents,
-    NetlinkReplyError,
-    decode_session_counters,
-    decode_sessions,
-    decode_sessions_pyroute2,
-    decode_tunnel_counters,
-    decode_tunnels,
-    decode_tunnels_pyroute2,
+from kube_l2tp.netlink import nlmsg
+from kube_l2tp.netlink.l2tp import L2tp, L2tpEvent, L2tpEvents, fastpath, port
+from kube_l2tp.netlink.l2tp.attrs import L2tpAttr, L2tpCmd
+from kube_l2tp.netlink.l2tp.codec import (
+    Attr,
     iter_messages,
     pack_request,
-    pack_request_pyroute2,
-    parse_events,
     session_create_attrs,
     session_modify_attrs,
+    to_kernel_error,
     tunnel_create_attrs,
 )
+from kube_l2tp.netlink.l2tp.events import parse_events
+from kube_l2tp.netlink.l2tp.fastpath import (
+    decode_session_counters,
+    decode_sessions,
+    decode_tunnel_counters,
+    decode_tunnels,
+)
+from kube_l2tp.netlink.nlmsg import NetlinkReplyError
+from support.oracles_l2tp import (
+    decode_sessions_pyroute2,
+    decode_tunnels_pyroute2,
+    pack_request_pyroute2,
+)
+
+A, C = L2tpAttr, L2tpCmd
+L2TP_CMD_SESSION_CREATE = C.L2TP_CMD_SESSION_CREATE
+L2TP_CMD_SESSION_GET = C.L2TP_CMD_SESSION_GET
+L2TP_CMD_TUNNEL_CREATE = C.L2TP_CMD_TUNNEL_CREATE
+L2TP_CMD_TUNNEL_GET = C.L2TP_CMD_TUNNEL_GET
 
 CAPTURES = json.loads((Path(__file__).parent / "data" / "l2tp_captures.json").read_text())
 FAMILY = 0x1C  # any id: the family is resolved at run time
@@ -108,8 +115,8 @@ def attr_list(payload: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-def names(attrs: list[nl.Attr]) -> list[str]:
-    return [name.removeprefix("L2TP_ATTR_") for name, _ in attrs]
+def names(attrs: list[Attr]) -> list[str]:
+    return [attr.name.removeprefix("L2TP_ATTR_") for attr, _ in attrs]
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -117,27 +124,27 @@ def names(attrs: list[nl.Attr]) -> list[str]:
 
 def test_seed_tunnel_attributes() -> None:
     assert tunnel_create_attrs(SEED_TUNNEL) == [
-        ("L2TP_ATTR_CONN_ID", 3000),
-        ("L2TP_ATTR_PEER_CONN_ID", 4000),
-        ("L2TP_ATTR_PROTO_VERSION", 3),
-        ("L2TP_ATTR_ENCAP_TYPE", 0),
-        ("L2TP_ATTR_IP_SADDR", "192.0.2.1"),
-        ("L2TP_ATTR_IP_DADDR", "192.0.2.2"),
-        ("L2TP_ATTR_UDP_SPORT", 5000),
-        ("L2TP_ATTR_UDP_DPORT", 6000),
+        (A.L2TP_ATTR_CONN_ID, 3000),
+        (A.L2TP_ATTR_PEER_CONN_ID, 4000),
+        (A.L2TP_ATTR_PROTO_VERSION, 3),
+        (A.L2TP_ATTR_ENCAP_TYPE, 0),
+        (A.L2TP_ATTR_IP_SADDR, "192.0.2.1"),
+        (A.L2TP_ATTR_IP_DADDR, "192.0.2.2"),
+        (A.L2TP_ATTR_UDP_SPORT, 5000),
+        (A.L2TP_ATTR_UDP_DPORT, 6000),
     ]
 
 
 def test_seed_session_attributes_carry_cookies_as_raw_bytes() -> None:
     assert session_create_attrs(SEED_SESSION) == [
-        ("L2TP_ATTR_CONN_ID", 3000),
-        ("L2TP_ATTR_SESSION_ID", 1000),
-        ("L2TP_ATTR_PEER_SESSION_ID", 2000),
-        ("L2TP_ATTR_PW_TYPE", 5),
-        ("L2TP_ATTR_L2SPEC_TYPE", 1),
-        ("L2TP_ATTR_COOKIE", b"\x01\x4d\x36\x36\xde\xad\xbe\xef"),
-        ("L2TP_ATTR_PEER_COOKIE", b"\x01\x02\x03\x04"),
-        ("L2TP_ATTR_IFNAME", "l2tpeth0"),
+        (A.L2TP_ATTR_CONN_ID, 3000),
+        (A.L2TP_ATTR_SESSION_ID, 1000),
+        (A.L2TP_ATTR_PEER_SESSION_ID, 2000),
+        (A.L2TP_ATTR_PW_TYPE, 5),
+        (A.L2TP_ATTR_L2SPEC_TYPE, 1),
+        (A.L2TP_ATTR_COOKIE, b"\x01\x4d\x36\x36\xde\xad\xbe\xef"),
+        (A.L2TP_ATTR_PEER_COOKIE, b"\x01\x02\x03\x04"),
+        (A.L2TP_ATTR_IFNAME, "l2tpeth0"),
     ]
     wire = pack_request(
         FAMILY, L2TP_CMD_SESSION_CREATE, session_create_attrs(SEED_SESSION), seq=1, flags=5
@@ -149,7 +156,7 @@ def test_seed_session_attributes_carry_cookies_as_raw_bytes() -> None:
 def test_udp_csum_is_sent_only_when_on_because_the_kernel_reads_presence() -> None:
     assert "UDP_CSUM" not in names(tunnel_create_attrs(SEED_TUNNEL))
     on = TunnelConfig(1, 2, "udp", "192.0.2.1", "192.0.2.2", 1, 2, udp_csum=True)
-    assert ("L2TP_ATTR_UDP_CSUM", 1) in tunnel_create_attrs(on)
+    assert (A.L2TP_ATTR_UDP_CSUM, 1) in tunnel_create_attrs(on)
     # IPv4 only: an IPv6 tunnel never carries it, nor the IPv6 flags an IPv4 one
     v6 = TunnelConfig(1, 2, "udp", "2001:db8::1", "2001:db8::2", 1, 2, udp_csum=True)
     assert "UDP_CSUM" not in names(tunnel_create_attrs(v6))
@@ -191,7 +198,7 @@ def test_ip_encapsulation_sends_no_udp_attributes() -> None:
         "IP6_SADDR",
         "IP6_DADDR",
     ]
-    assert ("L2TP_ATTR_ENCAP_TYPE", 1) in tunnel_create_attrs(cfg)
+    assert (A.L2TP_ATTR_ENCAP_TYPE, 1) in tunnel_create_attrs(cfg)
 
 
 @pytest.mark.parametrize(
@@ -222,18 +229,18 @@ def test_bad_cookie_or_name_is_refused_before_the_kernel(cfg: SessionConfig) -> 
 def test_session_l2spec_none_and_sequencing() -> None:
     cfg = SessionConfig(1, 2, 3, l2spec_type="none", send_seq=True, recv_seq=False)
     attrs = session_create_attrs(cfg)
-    assert ("L2TP_ATTR_L2SPEC_TYPE", 0) in attrs
-    assert ("L2TP_ATTR_SEND_SEQ", 1) in attrs
+    assert (A.L2TP_ATTR_L2SPEC_TYPE, 0) in attrs
+    assert (A.L2TP_ATTR_SEND_SEQ, 1) in attrs
     assert "RECV_SEQ" not in names(attrs)
     assert "IFNAME" not in names(attrs)  # the kernel picks l2tpethN
 
 
 def test_modify_session_always_sends_both_sequencing_flags() -> None:
     assert session_modify_attrs(7, 8, send_seq=False, recv_seq=True) == [
-        ("L2TP_ATTR_CONN_ID", 7),
-        ("L2TP_ATTR_SESSION_ID", 8),
-        ("L2TP_ATTR_RECV_SEQ", 1),
-        ("L2TP_ATTR_SEND_SEQ", 0),
+        (A.L2TP_ATTR_CONN_ID, 7),
+        (A.L2TP_ATTR_SESSION_ID, 8),
+        (A.L2TP_ATTR_RECV_SEQ, 1),
+        (A.L2TP_ATTR_SEND_SEQ, 0),
     ]
 
 
@@ -304,7 +311,7 @@ def test_stats_attributes_10_and_11_are_read() -> None:
     """The kernel puts RX_COOKIE_DISCARDS (10) between 6 and 7 and RX_INVALID (11) last."""
     body = b"".join(struct.pack("=HHQ", 12, kind, kind * 100) for kind in (1, 6, 10, 7, 8, 11))
     body += struct.pack("=HH", 4, 9)  # a pad attribute, as nla_put_u64_64bit may add
-    stats = nl._stats(body)
+    stats = fastpath._stats(body)
     assert (stats.rx_cookie_discards, stats.rx_invalid) == (1000, 1100)
     assert (stats.tx_packets, stats.rx_seq_discards, stats.rx_oos_packets) == (100, 600, 700)
 
@@ -312,8 +319,8 @@ def test_stats_attributes_10_and_11_are_read() -> None:
 def test_stats_in_the_kernels_own_layout_take_the_one_unpack_path() -> None:
     order = (1, 2, 3, 4, 5, 6, 10, 7, 8, 11)  # l2tp_nl_session_send in 6.1
     body = b"".join(struct.pack("=HHQ", 12, kind, kind * 100) for kind in order)
-    assert len(body) == nl._STATS_VALUES.size
-    assert nl._stats(body) == Stats(
+    assert len(body) == fastpath._STATS_VALUES.size
+    assert fastpath._stats(body) == Stats(
         tx_packets=100,
         tx_bytes=200,
         tx_errors=300,
@@ -326,7 +333,7 @@ def test_stats_in_the_kernels_own_layout_take_the_one_unpack_path() -> None:
         rx_invalid=1100,
     )
     swapped = b"".join(struct.pack("=HHQ", 12, kind, kind * 100) for kind in reversed(order))
-    assert nl._stats(swapped) == nl._stats(body)  # the generic walk, same answer
+    assert fastpath._stats(swapped) == fastpath._stats(body)  # the generic walk, same answer
 
 
 def test_sessions_in_another_attribute_order_take_the_generic_walk() -> None:
@@ -339,7 +346,7 @@ def test_sessions_in_another_attribute_order_take_the_generic_walk() -> None:
         for kind, p in reversed(attrs)
     )
     message = struct.pack("=IHHII", 20 + len(body), FAMILY, 2, 1, 0) + seed[16:20] + body
-    done = struct.pack("=IHHIIi", 20, nl.NLMSG_DONE, nl.NLM_F_MULTI, 1, 0, 0)
+    done = struct.pack("=IHHIIi", 20, nlmsg.NLMSG_DONE, nlmsg.NLM_F_MULTI, 1, 0, 0)
     reordered = decode_sessions([message + done])
     assert reordered == decode_sessions_pyroute2([message + done])
     assert reordered == decode_sessions([seed])[:1]
@@ -356,7 +363,7 @@ def test_struct_parser_agrees_with_pyroute2_on_captured_bytes(dump: str) -> None
 def synthetic_session_dump(count: int, per_chunk: int) -> list[bytes]:
     """``count`` copies of the captured seed session with new ids, spread over many chunks."""
     template = next(
-        c for c in chunks("session_dump") if struct.unpack_from("=H", c, 4)[0] != nl.NLMSG_DONE
+        c for c in chunks("session_dump") if struct.unpack_from("=H", c, 4)[0] != nlmsg.NLMSG_DONE
     )
     length = struct.unpack_from("=I", template)[0]
     message = bytearray(template[:length])
@@ -369,7 +376,7 @@ def synthetic_session_dump(count: int, per_chunk: int) -> list[bytes]:
         if (i + 1) % per_chunk == 0:
             out.append(bytes(chunk))
             chunk = bytearray()
-    done = struct.pack("=IHHIIi", 20, nl.NLMSG_DONE, nl.NLM_F_MULTI, 1, 0, 0)
+    done = struct.pack("=IHHIIi", 20, nlmsg.NLMSG_DONE, nlmsg.NLM_F_MULTI, 1, 0, 0)
     out.append(bytes(chunk) + done)
     return out
 
@@ -441,7 +448,7 @@ def nlmsgerr(seq: int, code: int, message: str = "") -> bytes:
         tlvs = struct.pack("=HH", 4 + len(text), 1) + text + b"\0" * (-len(text) % 4)
     flags = 0x100 | (0x200 if tlvs else 0)  # capped, with TLVs
     body = struct.pack("=i", -code) + request + tlvs
-    return struct.pack("=IHHII", 16 + len(body), nl.NLMSG_ERROR, flags, seq, 0) + body
+    return struct.pack("=IHHII", 16 + len(body), nlmsg.NLMSG_ERROR, flags, seq, 0) + body
 
 
 def test_an_error_in_a_reply_raises_with_errno_and_kernel_text() -> None:
@@ -484,7 +491,7 @@ def test_errors_say_what_to_do(operation: str, code: int, outcome: Outcome, text
         "remote": "192.0.2.2",
         "udp_sport": 5000,
     }
-    err = nl.to_kernel_error(operation, code, subject)
+    err = to_kernel_error(operation, code, subject)
     assert (err.operation, err.errno, err.outcome) == (operation, code, outcome)
     assert text in err.detail
 
@@ -546,12 +553,12 @@ def test_a_failed_create_raises_kernel_error(fake_kernel: tuple[L2tp, socket.soc
 def session_reply(seq: int, tunnel_id: int, session_id: int) -> bytes:
     """The kernel's answer to SESSION_GET: the session's message, then the ack."""
     attrs = [
-        ("L2TP_ATTR_CONN_ID", tunnel_id),
-        ("L2TP_ATTR_SESSION_ID", session_id),
-        ("L2TP_ATTR_PEER_SESSION_ID", session_id + 1000),
-        ("L2TP_ATTR_IFNAME", "l2tpeth0"),
+        (A.L2TP_ATTR_CONN_ID, tunnel_id),
+        (A.L2TP_ATTR_SESSION_ID, session_id),
+        (A.L2TP_ATTR_PEER_SESSION_ID, session_id + 1000),
+        (A.L2TP_ATTR_IFNAME, "l2tpeth0"),
     ]
-    message = nl.pack_request(FAMILY, nl.L2TP_CMD_SESSION_GET, attrs, seq=seq, flags=0)
+    message = pack_request(FAMILY, C.L2TP_CMD_SESSION_GET, attrs, seq=seq, flags=0)
     return message + nlmsgerr(seq, 0)
 
 
@@ -561,7 +568,7 @@ def test_an_acked_command_returns(fake_kernel: tuple[L2tp, socket.socket]) -> No
     kernel.send(nlmsgerr(l2tp._seq + 2, 0))  # ...and the modify is acked
     l2tp.modify_session(3000, 1000, send_seq=True, recv_seq=True)
     get, modify = kernel.recv(4096), kernel.recv(4096)
-    assert (get[16], modify[16]) == (nl.L2TP_CMD_SESSION_GET, nl.L2TP_CMD_SESSION_MODIFY)
+    assert (get[16], modify[16]) == (C.L2TP_CMD_SESSION_GET, C.L2TP_CMD_SESSION_MODIFY)
     assert struct.unpack_from("=H", modify, 6)[0] == 0x5  # REQUEST|ACK
 
 
@@ -581,7 +588,7 @@ def test_a_session_operation_never_reaches_another_tunnels_session(
     with pytest.raises(KernelError) as info:
         call()
     assert info.value.outcome is Outcome.NOT_FOUND
-    assert kernel.recv(4096)[16] == nl.L2TP_CMD_SESSION_GET
+    assert kernel.recv(4096)[16] == C.L2TP_CMD_SESSION_GET
     kernel.setblocking(False)
     with pytest.raises(BlockingIOError):  # nothing else was sent: no delete, no modify
         kernel.recv(4096)
@@ -625,7 +632,7 @@ def test_delete_tunnel_can_wait_until_the_kernel_is_done(
     kernel.send(nlmsgerr(seq + 3, errno.ENODEV))  # ...and now gone
     l2tp.delete_tunnel(3000, wait=5)
     requests = [kernel.recv(4096) for _ in range(3)]
-    assert [r[16] for r in requests] == [nl.L2TP_CMD_TUNNEL_DELETE] + [L2TP_CMD_TUNNEL_GET] * 2
+    assert [r[16] for r in requests] == [C.L2TP_CMD_TUNNEL_DELETE] + [L2TP_CMD_TUNNEL_GET] * 2
     assert all(struct.unpack_from("=H", r, 6)[0] == 0x5 for r in requests)  # not dumps
 
 
@@ -650,7 +657,7 @@ def test_no_l2tp_in_the_kernel_is_not_supported(code: int) -> None:
     with ours, kernel:
         kernel.send(nlmsgerr(1, code))
         with pytest.raises(KernelError) as info:
-            nl._resolve_family(ours)
+            port.resolve_family(ours)
     assert info.value.outcome is Outcome.NOT_SUPPORTED
     assert "modprobe l2tp_eth" in info.value.detail
 
@@ -688,7 +695,7 @@ def with_counters(chunk: bytes, first: int) -> bytes:
         pos = offset + 20
         while pos + 4 <= offset + length:
             alen, kind = struct.unpack_from("=HH", out, pos)
-            if kind == nl.L2TP_ATTR_STATS:
+            if kind == A.L2TP_ATTR_STATS:
                 for inner in range(pos + 4, pos + alen, 12):
                     struct.pack_into("=Q", out, inner + 4, first)
                     first += 2**40 + 1  # beyond 32 bits, and beyond a double's 53 at the end
@@ -719,7 +726,7 @@ def reencode(message: bytes, attrs: list[tuple[int, bytes]]) -> bytes:
         struct.pack("=HH", 4 + len(p), kind) + p + b"\0" * (-len(p) % 4) for kind, p in attrs
     )
     head = struct.pack("=IHHII", 20 + len(body), FAMILY, 2, 1, 0) + message[16:20]
-    return head + body + struct.pack("=IHHIIi", 20, nl.NLMSG_DONE, nl.NLM_F_MULTI, 1, 0, 0)
+    return head + body + struct.pack("=IHHIIi", 20, nlmsg.NLMSG_DONE, nlmsg.NLM_F_MULTI, 1, 0, 0)
 
 
 def first_message(name: str) -> bytes:
@@ -739,12 +746,12 @@ def test_counters_in_another_layout_take_the_generic_walk() -> None:
         expected = decode([message])
         assert decode([reencode(message, attrs)]) == expected  # the same layout, the fast path
         assert decode([reencode(message, attrs[::-1])]) == expected
-        stats = dict(attrs)[nl.L2TP_ATTR_STATS]
-        padded = [(k, struct.pack("=HH", 4, 9) + stats if k == nl.L2TP_ATTR_STATS else p)
+        stats = dict(attrs)[A.L2TP_ATTR_STATS]
+        padded = [(k, struct.pack("=HH", 4, 9) + stats if k == A.L2TP_ATTR_STATS else p)
                   for k, p in attrs]  # fmt: skip
         assert decode([reencode(message, padded)]) == expected
     message = first_message("session_dump")
-    nameless = [(k, p) for k, p in attr_list(message[16:]) if k != nl.L2TP_ATTR_IFNAME]
+    nameless = [(k, p) for k, p in attr_list(message[16:]) if k != A.L2TP_ATTR_IFNAME]
     ((tid, sid, ifname, _),) = decode_session_counters([reencode(message, nameless)])
     assert (tid, sid, ifname) == (3000, 1000, None)
 
@@ -771,8 +778,8 @@ def test_the_kernels_own_layout_never_takes_the_walk(monkeypatch: pytest.MonkeyP
 
     expected = (decode_tunnel_counters(chunks("tunnel_dump")),
                 decode_session_counters(chunks("session_dump")))  # fmt: skip
-    monkeypatch.setattr(nl, "_walk_attrs", walk)
-    monkeypatch.setattr(nl, "session_at", walk)
+    monkeypatch.setattr(fastpath, "walk_attrs", walk)
+    monkeypatch.setattr(fastpath, "session_at", walk)
     assert decode_tunnel_counters(chunks("tunnel_dump")) == expected[0]
     assert decode_session_counters(chunks("session_dump")) == expected[1]
     assert decode_session_counters(synthetic_session_dump(50, per_chunk=20))

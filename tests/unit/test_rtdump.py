@@ -18,9 +18,9 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from kube_l2tp.core.state import Address, Outcome
-from kube_l2tp.netlink import links as links_mod
 from kube_l2tp.netlink import rtdump
 from kube_l2tp.netlink.errors import kernel_error
+from support.oracles_links import address_of, link_of, pyroute2_messages
 
 DATA = json.loads((Path(__file__).parent / "data" / "rtnl_dump.json").read_text())
 LINKS = [bytes.fromhex(c) for c in DATA["links"]]
@@ -28,30 +28,16 @@ ADDRS = [bytes.fromhex(c) for c in DATA["addrs"]]
 SEQ_LINKS, SEQ_ADDRS = DATA["seq"]
 
 
-def _pyroute2(chunks: list[bytes], cls: type, msg_type: int) -> list:
-    out = []
-    for chunk in chunks:
-        offset = 0
-        while offset + 16 <= len(chunk):
-            length, kind = struct.unpack_from("=IH", chunk, offset)
-            if kind == msg_type:
-                msg = cls(chunk[offset : offset + length])
-                msg.decode()
-                out.append(msg)
-            offset += (length + 3) & ~3
-    return out
-
-
-def test_struct_decoder_equals_pyroute2() -> None:
+def test_struct_decoder_equalspyroute2_messages() -> None:
     addresses: dict[int, list[Address]] = {}
-    for msg in _pyroute2(ADDRS, ifaddrmsg, rtdump.RTM_NEWADDR):
-        address = links_mod._address_of(msg)
+    for msg in pyroute2_messages(ADDRS, ifaddrmsg, rtdump.RTM_NEWADDR):
+        address = address_of(msg)
         if address is not None:
             addresses.setdefault(msg["index"], []).append(address)
     reference = sorted(
         (
-            links_mod._link_of(m, tuple(addresses.get(m["index"], ())))
-            for m in _pyroute2(LINKS, ifinfmsg, rtdump.RTM_NEWLINK)
+            link_of(m, tuple(addresses.get(m["index"], ())))
+            for m in pyroute2_messages(LINKS, ifinfmsg, rtdump.RTM_NEWLINK)
         ),
         key=lambda link: link.index,
     )

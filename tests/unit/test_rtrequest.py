@@ -87,7 +87,7 @@ def test_link_requests_equal_pyroute2() -> None:
         ),
         (rtrequest.delete_link(7, "br0"), _link("br0"), rtrequest.RTM_DELLINK, ACK),
         (
-            rtrequest.addr_gen_mode_none(8, "pw0"),
+            rtrequest.addr_gen_mode(8, "pw0", "none"),
             _link("pw0", ("IFLA_AF_SPEC", {"attrs": [("AF_INET6", inet6)]})),
             rtrequest.RTM_NEWLINK,
             ACK,

@@ -14,7 +14,7 @@ from kube_l2tp.api.model import Tunnel, Udp
 from kube_l2tp.core import xfrm
 from kube_l2tp.core.xfrm import AF_INET, AF_INET6, Selector
 from kube_l2tp.netlink import xfrm as nl
-from kube_l2tp.netlink.l2tp import NetlinkReplyError
+from kube_l2tp.netlink.nlmsg import NetlinkReplyError
 
 SECRET = bytes(range(32))
 A = Tunnel("site-a", "node-a", 3000, 4000, "192.0.2.1", "192.0.2.2", "udp", Udp(5000, 6000))

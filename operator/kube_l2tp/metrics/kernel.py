@@ -9,10 +9,9 @@ handles as a counter reset.
 The same scrape exports ``kube_l2tp_kernel_l2tp_supported`` (whether the dump worked) and
 ``kube_l2tp_session_peer_silent`` (the liveness verdict, core.liveness) with the session labels.
 
-Two renderings of the same samples: :class:`KernelMetrics`, what the agent serves, writes the
-exposition text itself (a thousand sessions are 20,000 samples; prometheus_client's families
-spend ~10 us on each, which is 2.6 s a scrape under TCG), and :class:`KernelCollector`, the
-prometheus_client collector it is tested against, for any registry.
+:class:`KernelMetrics` writes the exposition text itself: a thousand sessions are 20,000 samples,
+too many for prometheus_client's families at every scrape (BENCHMARKS.md). The tests hold it
+against a prometheus_client collector of the same samples (tests/support/oracles_metrics.py).
 """
 
 from __future__ import annotations
@@ -22,26 +21,19 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from kube_l2tp.core.desired import Desired
 from kube_l2tp.core.liveness import Liveness
 from kube_l2tp.core.state import (
     STATS_FIELDS,
     Counters,
     KernelError,
-    ObservedSession,
-    ObservedTunnel,
     Outcome,
     SessionCounters,
-    Stats,
     TunnelCounters,
 )
 
 log = logging.getLogger("kube_l2tp.metrics")
 
-Dump = Callable[[], tuple[list[ObservedTunnel], list[ObservedSession]]]
 CounterDump = Callable[[], tuple[list[TunnelCounters], list[SessionCounters]]]
 SessionKey = tuple[int, int]  # (tunnel_id, session_id)
 
@@ -73,7 +65,9 @@ TUNNEL_ONLY: tuple[tuple[str, str, str], ...] = (
 )
 
 SUPPORTED = "kube_l2tp_kernel_l2tp_supported"
+SUPPORTED_HELP = "1 if the kernel's L2TP netlink family answered this scrape."
 PEER_SILENT = "kube_l2tp_session_peer_silent"
+PEER_SILENT_HELP = "1 if the session sent packets and received none over the peer silence window."
 
 
 @dataclass(frozen=True)
@@ -100,103 +94,6 @@ def metric_names() -> set[str]:
     return names | {SUPPORTED, PEER_SILENT}
 
 
-class KernelCollector(Collector):
-    """prometheus_client's rendering of the kernel's samples: the reference KernelMetrics is
-    tested against, for any registry. Register once; ``dump`` is called from the scraping
-    thread (give it its own socket)."""
-
-    def __init__(
-        self,
-        node: str,
-        dump: Dump,
-        names: Callable[[], Names],
-        peers: Callable[[], Mapping[SessionKey, Liveness]] = dict,
-        *,
-        per_session: bool = True,
-    ) -> None:
-        self.node = node
-        self.per_session = per_session  # off: no per-session series (tunnels' stay)
-        self.dump = dump
-        self.names = names
-        self.peers = peers
-
-    def describe(self) -> Iterator[Metric]:
-        """Declared names, so registering does not scrape (and duplicate names are caught)."""
-        tunnels, sessions, silent = self._families()
-        yield _supported()
-        yield from tunnels.values()
-        yield from sessions.values()
-        yield silent
-
-    def collect(self) -> Iterator[Metric]:
-        names = self.names()
-        supported = _supported()
-        try:
-            tunnels, sessions = self.dump()
-        except KernelError as exc:
-            # No L2TP: say so. Any other failure: no counters this scrape (a gap, not a zero).
-            if exc.outcome is not Outcome.NOT_SUPPORTED:
-                log.warning("kernel counters not scraped: %s", exc)
-            supported.add_metric([self.node], 0 if exc.outcome is Outcome.NOT_SUPPORTED else 1)
-            yield supported
-            return
-        supported.add_metric([self.node], 1)
-        yield supported
-        tunnel_families, session_families, silent = self._families()
-        node = self.node
-        for t in tunnels:
-            tid = t.config.tunnel_id
-            tname = names.tunnels.get(tid)
-            if tname is None:
-                continue  # not ours
-            _add(tunnel_families, t.stats, [tname, str(tid), node])
-        verdicts = self.peers()
-        for s in sessions:
-            key = (s.config.tunnel_id, s.config.session_id)
-            named = names.sessions.get(key)
-            if named is None:
-                continue
-            labels = [named[0], named[1], str(key[0]), str(key[1]), s.config.ifname or "", node]
-            _add(session_families, s.stats, labels)
-            silent.add_metric(labels, 1 if verdicts.get(key) is Liveness.SILENT else 0)
-        yield from tunnel_families.values()
-        yield from session_families.values()
-        yield silent
-
-    def _families(
-        self,
-    ) -> tuple[dict[str, CounterMetricFamily], dict[str, CounterMetricFamily], GaugeMetricFamily]:
-        tunnels = {
-            attr: CounterMetricFamily(
-                f"l2tp_tunnel_{name}", f"{doc} (tunnel).", labels=TUNNEL_LABELS
-            )
-            for attr, name, doc in COUNTERS + TUNNEL_ONLY
-        }
-        sessions = {
-            attr: CounterMetricFamily(
-                f"l2tp_session_{name}", f"{doc} (session).", labels=SESSION_LABELS
-            )
-            for attr, name, doc in COUNTERS
-        }
-        silent = GaugeMetricFamily(
-            PEER_SILENT,
-            "1 if the session sent packets and received none over the peer silence window.",
-            labels=SESSION_LABELS,
-        )
-        return tunnels, sessions, silent
-
-
-def _supported() -> GaugeMetricFamily:
-    return GaugeMetricFamily(
-        SUPPORTED, "1 if the kernel's L2TP netlink family answered this scrape.", labels=["node"]
-    )
-
-
-def _add(families: Mapping[str, CounterMetricFamily], stats: Stats, labels: list[str]) -> None:
-    for attr, family in families.items():
-        family.add_metric(labels, getattr(stats, attr))
-
-
 # --- the exposition text, written directly ---------------------------------------------------
 
 
@@ -213,7 +110,7 @@ def _header(name: str, doc: str, kind: str) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
 
 
-# (HELP+TYPE, sample name, index in a Counters tuple), in KernelCollector's order
+# (HELP+TYPE, sample name, index in a Counters tuple), in exposition order
 _TUNNEL_FAMILIES: Final = tuple(
     (
         _header(f"l2tp_tunnel_{name}_total", f"{doc} (tunnel).", "counter"),
@@ -230,18 +127,12 @@ _SESSION_FAMILIES: Final = tuple(
     )
     for attr, name, doc in COUNTERS
 )
-_SUPPORTED_HEADER: Final = _header(
-    SUPPORTED, "1 if the kernel's L2TP netlink family answered this scrape.", "gauge"
-)
-_SILENT_HEADER: Final = _header(
-    PEER_SILENT,
-    "1 if the session sent packets and received none over the peer silence window.",
-    "gauge",
-)
+_SUPPORTED_HEADER: Final = _header(SUPPORTED, SUPPORTED_HELP, "gauge")
+_SILENT_HEADER: Final = _header(PEER_SILENT, PEER_SILENT_HELP, "gauge")
 
 
 class KernelMetrics:
-    """The same samples as KernelCollector, as exposition text, one dump per :meth:`chunks`.
+    """The kernel's samples as exposition text, one dump per :meth:`chunks`.
 
     Per managed object the label set is written once (labels sorted by name, as prometheus_client
     sorts them), as bytes, and kept while the object keeps its ids, names and interface. A scrape

@@ -4,8 +4,8 @@ A narrow, typed port: frozen data from kube_l2tp.core.state in and out, every fa
 KernelError whose Outcome says what it means. Requests are packed with struct (rtrequest) and
 dumps decoded with struct (rtdump), both on raw NETLINK_ROUTE sockets, with the kernel's
 attribute names (IFLA_*, IFA_*) so they read against include/uapi/linux/if_link.h and if_addr.h.
-pyroute2's IPRoute was 30x slower per request; its message classes remain the reference the unit
-tests hold both codecs against (_link_of and _address_of below decode with them).
+pyroute2's IPRoute was much slower per request; its message classes remain the reference the unit
+tests hold both codecs against (tests/support/oracles_links.py).
 
 Threads and namespaces: the sockets stay in the network namespace they were opened in, whichever
 thread uses them later (pyroute2's IPRoute opened a new socket per thread, in that thread's
@@ -23,13 +23,10 @@ from types import TracebackType
 from typing import Any, Self
 
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
-from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP
 
 from kube_l2tp.core.state import Address, KernelError, ObservedLink, Outcome
 from kube_l2tp.netlink import rtdump, rtrequest
 from kube_l2tp.netlink.errors import kernel_error
-
-_Msg = Any  # a decoded pyroute2 nlmsg; the library is untyped
 
 
 class Links:
@@ -112,13 +109,6 @@ class Links:
 
     def delete_link(self, name: str) -> None:
         self._send(f"delete link {name}", rtrequest.delete_link, name)
-
-    def set_addr_gen_mode_none(self, ifname: str) -> None:
-        """No IPv6 link-local address from now on: a bridge port needs no IPv6 of its own.
-
-        Set it before the link goes up; an address already made is left as it is.
-        """
-        self._send(f"set addrgenmode none on {ifname}", rtrequest.addr_gen_mode_none, ifname)
 
     def set_addr_gen_mode(self, ifname: str, mode: str) -> None:
         """ip link set dev X addrgenmode MODE. Before the link goes up: with "none" no IPv6
@@ -239,43 +229,6 @@ def _count_messages(data: bytes) -> int:
             count += 1
         offset += (length + 3) & ~3
     return count
-
-
-def _link_of(msg: _Msg, addresses: tuple[Address, ...]) -> ObservedLink:
-    kind = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""
-    master = msg.get_attr("IFLA_MASTER")
-    vlan_id = parent = None
-    if kind == "vlan":
-        vlan_id = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID")
-        parent = msg.get_attr("IFLA_LINK")
-    mode = msg.get_nested("IFLA_AF_SPEC", "AF_INET6", "IFLA_INET6_ADDR_GEN_MODE")
-    return ObservedLink(
-        ifname=msg.get_attr("IFLA_IFNAME"),
-        index=msg["index"],
-        kind=kind,
-        up=bool(msg["flags"] & IFF_UP),
-        mtu=msg.get_attr("IFLA_MTU"),
-        master_index=master or None,
-        addresses=addresses,
-        vlan_id=vlan_id,
-        parent_index=parent,
-        addr_gen_mode=None if mode is None else rtdump.ADDR_GEN_MODES[mode],
-        qdisc=msg.get_attr("IFLA_QDISC"),
-    )
-
-
-def _address_of(msg: _Msg) -> Address | None:
-    """IFA_LOCAL is our end and IFA_ADDRESS the peer when they differ (see ip-address(8))."""
-    prefixlen = msg["prefixlen"]
-    address = msg.get_attr("IFA_ADDRESS")
-    local = msg.get_attr("IFA_LOCAL") or address
-    if local is None:
-        return None
-    local_ip = ipaddress.ip_address(local)
-    peer = None
-    if address is not None and ipaddress.ip_address(address) != local_ip:
-        peer = f"{ipaddress.ip_address(address)}/{prefixlen}"
-    return Address(address=f"{local_ip}/{prefixlen}", peer=peer)
 
 
 def _address_parts(

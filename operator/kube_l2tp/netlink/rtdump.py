@@ -1,7 +1,7 @@
 """Links and addresses from one RTM_GETLINK and one RTM_GETADDR dump, decoded with struct.
 
-pyroute2's generic decoder costs about 0.35 ms per link natively and ten times that under
-emulation, which made the agent's every observe of 1000 sessions take seconds. The agent needs
+pyroute2's generic decoder made the agent's every observe of 1000 sessions take seconds
+(figures in the history of BENCHMARKS.md). The agent needs
 a handful of attributes (name, MTU, flags, master, kind, VLAN id and parent, addresses), so this
 reads just those, as the kernel lays them out (include/uapi/linux/if_link.h, if_addr.h,
 rtnetlink.h). tests/unit/test_rtdump.py checks it against pyroute2 on captured dumps.

@@ -127,10 +127,6 @@ def delete_link(seq: int, name: str) -> bytes:
     return link_request(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq, name)
 
 
-def addr_gen_mode_none(seq: int, ifname: str) -> bytes:
-    return addr_gen_mode(seq, ifname, "none")
-
-
 def addr_gen_mode(seq: int, ifname: str, mode: str) -> bytes:
     """ip link set dev X addrgenmode MODE: IFLA_AF_SPEC -> AF_INET6 -> IFLA_INET6_ADDR_GEN_MODE."""
     value = nla(IFLA_INET6_ADDR_GEN_MODE, struct.pack("=B", ADDR_GEN_MODES[mode]))

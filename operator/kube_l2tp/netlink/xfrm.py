@@ -4,8 +4,8 @@ pyroute2 0.9.7 knows the XFRM message names but not the structs' layouts as this
 so this module packs and parses struct xfrm_usersa_info, xfrm_userpolicy_info, xfrm_user_tmpl and
 xfrm_algo_aead itself with ``struct`` (offsets checked against include/uapi/linux/xfrm.h with
 offsetof() on x86_64: usersa_info 224 bytes, userpolicy_info 168, user_tmpl 64, selector 56),
-over one blocking NETLINK_XFRM socket, as netlink/l2tp.py does for L2TP and for the same reason
-(pyroute2's sync sockets drive their own event loop, which the agent's asyncio loop forbids).
+over one blocking NETLINK_XFRM socket, as netlink/l2tp/ does for L2TP and for the same reason
+(pyroute2's sync sockets drive a private event loop, which fails inside any running loop).
 
 What ``ip xfrm`` (iproute2 ip/ipxfrm.c, ip/xfrm_state.c, ip/xfrm_policy.c) sends is the reference:
 infinite byte and packet limits (XFRM_INF), a template that allows every algorithm (~0), port
@@ -38,7 +38,7 @@ from kube_l2tp.core.xfrm import (
     Selector,
 )
 from kube_l2tp.netlink.errors import outcome_for
-from kube_l2tp.netlink.l2tp import (
+from kube_l2tp.netlink.nlmsg import (
     NETLINK_EXT_ACK,
     NLA_TYPE_MASK,
     NLM_F_ACK,

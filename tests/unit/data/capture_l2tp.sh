@@ -65,7 +65,8 @@ ip netns exec a python - "$work" <<'PY'
 import json, re, subprocess, sys, time
 from pathlib import Path
 
-from kube_l2tp.netlink.l2tp import L2TP_CMD_SESSION_GET, L2TP_CMD_TUNNEL_GET, L2tp, L2tpEvents
+from kube_l2tp.netlink.l2tp import L2tp, L2tpEvents
+from kube_l2tp.netlink.l2tp.attrs import L2tpCmd
 
 work = Path(sys.argv[1])
 requests = {}
@@ -80,8 +81,8 @@ for trace in sorted(work.glob("*.trace")):
             }
 
 with L2tp() as l2tp, L2tpEvents() as events:
-    tunnels = l2tp.dump_raw(L2TP_CMD_TUNNEL_GET)
-    sessions = l2tp.dump_raw(L2TP_CMD_SESSION_GET)
+    tunnels = l2tp.dump_raw(L2tpCmd.L2TP_CMD_TUNNEL_GET)
+    sessions = l2tp.dump_raw(L2tpCmd.L2TP_CMD_SESSION_GET)
     add = "ip l2tp add tunnel tunnel_id 3900 peer_tunnel_id 4900 encap udp local 192.0.2.1"
     for cmd in (
         add + " remote 192.0.2.2 udp_sport 5900 udp_dport 6900",
