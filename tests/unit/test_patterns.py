@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from kube_l2tp.api import patterns
 
 IP = re.compile(patterns.IP)
-V6 = re.compile(patterns.IPV6)
 IFACE = re.compile(patterns.IP_OPT_PREFIX)
 
 

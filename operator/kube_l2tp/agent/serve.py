@@ -30,7 +30,6 @@ from kube_l2tp.metrics.kernel import CounterDump, KernelMetrics, Names, SessionK
 from kube_l2tp.metrics.process import standard_collectors
 from kube_l2tp.netlink.l2tp import L2tp
 
-DEFAULT_PORT = 9717
 # /healthz fails when the loop has not completed a pass for this long. A pass is at most a
 # reconcile plus POLL_SECONDS; the slowest measured (4000 new pairs under emulation) is ~60 s.
 HEALTH_STALE_SECONDS = 300.0

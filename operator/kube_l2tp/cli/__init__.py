@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from kube_l2tp import buildinfo
+from kube_l2tp.agent.statestore import DEFAULT_STATE_DIR
 from kube_l2tp.api import manifests, validation
 from kube_l2tp.api.model import Resources
 from kube_l2tp.core import render as render_mod
 from kube_l2tp.files import manifests as manifest_files
+
+DEFAULT_METRICS_PORT = 9717  # the chart's agent.metricsPort; PodMonitor/ServiceMonitor scrape it
 
 
 def profiles_names() -> list[str]:
@@ -362,13 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--state-dir",
         type=Path,
-        default=Path("/var/lib/kube-l2tp"),
-        help="where the record of what the agent owns is kept (default /var/lib/kube-l2tp)",
+        default=DEFAULT_STATE_DIR,
+        help=f"where the record of what the agent owns is kept (default {DEFAULT_STATE_DIR})",
     )
     p.add_argument(
         "--metrics-bind-address",
-        default="0.0.0.0:9717",
-        help="serve /metrics, /healthz and /readyz here (default 0.0.0.0:9717; 'off' disables)",
+        default=f"0.0.0.0:{DEFAULT_METRICS_PORT}",
+        help="serve /metrics, /healthz and /readyz here"
+        f" (default 0.0.0.0:{DEFAULT_METRICS_PORT}; 'off' disables)",
     )
     p.add_argument(
         "--no-session-metrics",
@@ -389,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("status", help="tunnels and sessions in the kernel, with counters")
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/kube-l2tp"))
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     p.add_argument("--manifests", type=Path, help="manifests, to show object names")
     p.add_argument("--node", help="with --manifests: this node's objects")
     p.add_argument("--all", action="store_true", help="also objects the agent does not own")

@@ -53,17 +53,6 @@ class SessionConfig:
     recv_seq: bool = False
     ifname: str | None = None
 
-    def immutable_key(self) -> tuple[object, ...]:
-        """Everything except what SESSION_MODIFY can change and the kernel-chosen name."""
-        return (
-            self.tunnel_id,
-            self.session_id,
-            self.peer_session_id,
-            self.cookie,
-            self.peer_cookie,
-            self.l2spec_type,
-        )
-
 
 @dataclass(frozen=True)
 class Stats:
@@ -110,17 +99,6 @@ class Address:
 
     address: str  # "198.51.100.1/32" (always with a prefix length)
     peer: str | None = None  # "198.51.100.2/32"
-
-
-@dataclass(frozen=True)
-class LinkConfig:
-    """What the agent sets on a link it owns: admin state, MTU, addresses, bridge master."""
-
-    ifname: str
-    up: bool = True
-    mtu: int | None = None  # None: leave the kernel's value
-    addresses: tuple[Address, ...] = ()
-    master: str | None = None  # bridge to enslave to
 
 
 @dataclass(frozen=True)

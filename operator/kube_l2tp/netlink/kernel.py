@@ -8,8 +8,6 @@ keeps running, reports the problem per object and recovers once the modules are 
 from __future__ import annotations
 
 import os
-from types import TracebackType
-from typing import Self
 
 from kube_l2tp.core.state import (
     Address,
@@ -20,11 +18,12 @@ from kube_l2tp.core.state import (
     SessionConfig,
     TunnelConfig,
 )
+from kube_l2tp.netlink.closing import Closing
 from kube_l2tp.netlink.l2tp import L2tp
 from kube_l2tp.netlink.links import Links
 
 
-class Kernel:
+class Kernel(Closing):
     """The L2TP objects and links of the network namespace it was created in.
 
     Not thread-safe (one user at a time), but it may be handed to another thread: its sockets
@@ -61,17 +60,6 @@ class Kernel:
         self.links.close()
         if self._l2tp is not None:
             self._l2tp.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def dump_tunnels(self) -> list[ObservedTunnel]:
         return self.l2tp.dump_tunnels()

@@ -19,17 +19,17 @@ import ipaddress
 import socket
 import struct
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
 from kube_l2tp.core.state import Address, KernelError, ObservedLink, Outcome
 from kube_l2tp.netlink import rtdump, rtrequest
+from kube_l2tp.netlink.closing import Closing
 from kube_l2tp.netlink.errors import kernel_error
 
 
-class Links:
+class Links(Closing):
     """Reads and changes links and addresses in the caller's network namespace.
 
     Two sockets, neither in a multicast group: one for requests (extended acks, so a failure
@@ -50,17 +50,6 @@ class Links:
     def close(self) -> None:
         self._requests.close()
         self._dumper.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -158,7 +147,7 @@ class Links:
         return answer
 
 
-class LinkEvents:
+class LinkEvents(Closing):
     """Wakes the agent when a link or an address changes, so tampering is repaired promptly.
 
     It only counts notifications: the agent then re-reads everything with Links.dump() (level-
@@ -202,17 +191,6 @@ class LinkEvents:
 
     def close(self) -> None:
         self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid

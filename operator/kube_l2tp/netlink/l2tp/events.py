@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import errno as _errno
 import socket
-from types import TracebackType
 from typing import NamedTuple
 
 from kube_l2tp.core.state import KernelError, Outcome
+from kube_l2tp.netlink.closing import Closing
 from kube_l2tp.netlink.l2tp.attrs import L2TP_GENL_MCGROUP, L2tpAttr, L2tpCmd
 from kube_l2tp.netlink.l2tp.codec import MODULE_HINT, iter_messages
 from kube_l2tp.netlink.l2tp.port import RECV_SIZE, open_genl_socket, resolve_family
@@ -20,7 +20,7 @@ class L2tpEvent(NamedTuple):
     session_id: int | None
 
 
-class L2tpEvents:
+class L2tpEvents(Closing):
     """The "l2tp" multicast group on its own non-blocking socket, for a selector loop.
 
     The kernel multicasts to every network namespace (genlmsg_multicast_allns), so events of
@@ -54,14 +54,6 @@ class L2tpEvents:
 
     def close(self) -> None:
         self._sock.close()
-
-    def __enter__(self) -> L2tpEvents:
-        return self
-
-    def __exit__(
-        self, exc: type[BaseException] | None, val: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def drain(self) -> list[L2tpEvent]:
         """Everything queued now, without blocking."""

@@ -16,7 +16,6 @@ import socket
 import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Final, NamedTuple
 
 from pyroute2.netlink import CTRL_CMD_GETFAMILY, GENL_ID_CTRL, ctrlmsg
@@ -31,6 +30,7 @@ from kube_l2tp.core.state import (
     TunnelConfig,
     TunnelCounters,
 )
+from kube_l2tp.netlink.closing import Closing
 from kube_l2tp.netlink.l2tp.attrs import L2TP_GENL_NAME, L2tpCmd
 from kube_l2tp.netlink.l2tp.codec import (
     MODULE_HINT,
@@ -130,7 +130,7 @@ def _as_kernel_errors(operation: str, subject: Mapping[str, object]) -> Iterator
         raise KernelError(operation, _errno.EINVAL, Outcome.INVALID, str(exc)) from exc
 
 
-class L2tp:
+class L2tp(Closing):
     """The L2TP genl family on one blocking socket of the caller's network namespace.
 
     Not thread-safe; use one instance per thread. Every command waits for the kernel's ack, so
@@ -169,14 +169,6 @@ class L2tp:
 
     def close(self) -> None:
         self._sock.close()
-
-    def __enter__(self) -> L2tp:
-        return self
-
-    def __exit__(
-        self, exc: type[BaseException] | None, val: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- transport --
 
