@@ -4,7 +4,7 @@
 #
 #   bash scripts/vm.sh SCRIPT [ARGS...]      e.g. bash scripts/vm.sh tests/kernel/run-in-guest.sh
 #
-# Why a VM: the host kernel has no L2TP; Debian's kernel has it as modules (TESTING.md section 1).
+# Why a VM: the host kernel has no L2TP; Debian's kernel has it as modules.
 # Why --disable-kvm: KVM guests hang at boot on these machines, so QEMU emulates (TCG). Measured
 # overhead per boot (start to shutdown): ~22 s on an idle 2-core host (12 s of it from kernel start
 # to the script), 40-100 s while other VMs share the cores. Run everything in a single boot.

@@ -1,7 +1,7 @@
 """The Kubernetes API semantics that kopf, kubectl and the agent rely on, on top of kmock.
 
 kmock 0.8's KubernetesEmulator serves discovery and keeps objects with their history, but as
-shipped a kopf operator does not run correctly against it (see /work/shared/TESTING.md section 3):
+shipped a kopf operator does not run correctly against it:
 no resourceVersion, PUT merges, watches replay everything and can lose writes, no selectors, no
 /status, no validation. This subclass keeps kmock's HTTP layer, its discovery, its object store
 (`emulator.objects[resource, namespace, name]` and its history work as in kmock) and its DSL, so

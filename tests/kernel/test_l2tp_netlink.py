@@ -2,7 +2,7 @@
 
 Every config is made twice: with L2tp in one namespace and with ``ip l2tp add`` in another, and
 the two must read back the same, both through ``ip l2tp show`` and through a netlink dump.
-iproute2 6.1 prints no counters and can repeat the previous session's cookie line (TESTING.md),
+iproute2 6.1 prints no counters and can repeat the previous session's cookie line,
 so exact values are compared on the dumps and ``ip l2tp show`` only between the two namespaces.
 """
 

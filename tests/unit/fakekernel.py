@@ -1,6 +1,6 @@
 """An in-memory model of the kernel behaviour the reconciler depends on (net/l2tp + rtnetlink).
 
-Modelled on what the kernel really does (TESTING.md section 2): duplicate tunnel id -> EEXIST,
+Modelled on what the kernel really does (as the kernel suite finds): duplicate tunnel id -> EEXIST,
 clashing local ip:port -> EADDRINUSE, local address not on the host -> EADDRNOTAVAIL, unknown
 tunnel -> ENODEV, session interfaces named l2tpethN (lowest free N) with the computed MTU,
 a tunnel delete cascading to its sessions, their links and VLANs on them. The kernel suite checks

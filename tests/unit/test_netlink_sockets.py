@@ -1,5 +1,5 @@
-"""Only netlink/ opens netlink sockets (ARCHITECTURE.md: "netlink/ is the only code that talks to
-the kernel"). import-linter sees modules, not constants, so this reads the package's syntax trees:
+"""Only netlink/ opens netlink sockets (the layer rule: netlink/ is the only code that talks to
+the kernel). import-linter sees modules, not constants, so this reads the package's syntax trees:
 any ``AF_NETLINK`` (as ``socket.AF_NETLINK``, imported by name, or the bare family number 16 as
 the first argument of ``socket.socket``) outside kube_l2tp/netlink fails, naming file and line."""
 

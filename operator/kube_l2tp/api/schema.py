@@ -187,9 +187,9 @@ def _rules(
 def _cel() -> Any:
     """The CEL engine (the package's Rust extension) without the package's __init__.
 
-    That __init__ also imports the package's interactive CLI (typer, prompt_toolkit, rich):
-    0.27 s of the agent's 1 s start-up natively, and minutes under emulation. The extension
-    alone loads in 10 ms and is all validation uses.
+    That __init__ also imports the package's interactive CLI (typer, prompt_toolkit, rich): most
+    of the agent's start-up time, and minutes under emulation. The extension alone is all
+    validation uses.
     """
     if "cel.cel" in sys.modules:
         return sys.modules["cel.cel"]
@@ -231,7 +231,7 @@ def _execute(text: str, value: Any, old: Any) -> Any:
 @lru_cache(maxsize=4096)
 def _remembered(text: str, _kind: str, value: Any, _old_kind: str, old: Any) -> Any:
     """_execute on scalar values, remembered: the rules on addresses and names are regular
-    expressions (~0.1 ms each natively), and a directory's objects repeat the same addresses
+    expressions, and a directory's objects repeat the same addresses
     thousands of times. A pure function of its arguments, so caching is exact; errors are not
     cached. The types are part of the key: 1, 1.0 and True are equal in Python but not in CEL."""
     return _execute(text, value, old)

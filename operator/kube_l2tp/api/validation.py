@@ -46,8 +46,8 @@ class Report:
 
 @cache
 def openapi_schema(kind: str) -> crd.Schema:
-    """The kind's schema, built once (building the CRD is ~0.2 ms; a directory has thousands of
-    objects). Shared: callers must not change it."""
+    """The kind's schema, built once (a directory has thousands of objects). Shared: callers
+    must not change it."""
     schema_: crd.Schema = _KINDS[kind]()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return schema_
 

@@ -151,7 +151,7 @@ class LinkEvents(Closing):
     """Wakes the agent when a link or an address changes, so tampering is repaired promptly.
 
     It only counts notifications: the agent then re-reads everything with Links.dump() (level-
-    based, nothing to lose). A raw non-blocking socket keeps it select()/asyncio friendly.
+    based, nothing to lose). A raw non-blocking socket, for the agent's selector loop.
     """
 
     def __init__(self) -> None:

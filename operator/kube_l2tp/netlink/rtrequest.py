@@ -1,8 +1,8 @@
 """rtnetlink requests for links and addresses, packed with struct, and the socket that acks them.
 
-pyroute2's IPRoute.nlm_request drives an asyncio loop and its generic encoder for every request:
-about 17 ms per ``set link`` under emulation, which made the agent's cold programming of 1000
-sessions three times slower than ``ip -batch``. The agent sends a handful of request shapes, so
+pyroute2's IPRoute.nlm_request drives an asyncio loop and its generic encoder for every request,
+which made the agent's cold programming of 1000 sessions much slower than ``ip -batch``
+(BENCHMARKS.md's history). The agent sends a handful of request shapes, so
 they are built here as iproute2 lays them out (include/uapi/linux/rtnetlink.h, if_link.h,
 if_addr.h) and sent on one raw NETLINK_ROUTE socket. tests/unit/test_rtrequest.py holds every
 shape byte for byte against pyroute2's ifinfmsg/ifaddrmsg encoding of the same message.
